@@ -1,0 +1,57 @@
+//! The conformance suite, run against every server binary as a subprocess on port 0.
+//!
+//! Each server crate has a `tests/conformance.rs` of one line:
+//!
+//! ```ignore
+//! conformance::suite!(env!("CARGO_BIN_EXE_server-epoll"), conformance::Model::Concurrent);
+//! ```
+//!
+//! which expands into one `#[test]` per check in [`checks`], so a failure names the server and
+//! the behaviour. The servers run as separate processes (the fork server must never fork the
+//! test harness), and learn nothing from the tests but bytes on a socket and signals.
+#![deny(missing_docs)]
+
+pub mod checks;
+pub mod client;
+pub mod server;
+
+pub use server::Server;
+
+/// What a server's defining property is, for the concurrency check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// One connection at a time: 5 concurrent `delay:100ms` requests take at least 5 x 100 ms.
+    Iterative,
+    /// Overlaps waits: 5 concurrent `delay:100ms` requests finish within 2 x 100 ms.
+    Concurrent,
+}
+
+/// Expands into one `#[test]` per conformance check for the server binary `$bin`.
+#[macro_export]
+macro_rules! suite {
+    ($bin:expr, $model:expr) => {
+        $crate::suite!(@tests $bin, $model;
+            keep_alive_serves_100_sequential_requests,
+            connection_close_closes,
+            http10_closes_unless_keep_alive,
+            pipelined_requests_are_answered_in_order,
+            raw_protocol_answers_and_closes,
+            delay_shows_the_model,
+            cpu_workload_is_served,
+            request_sent_a_byte_at_a_time_is_served,
+            slow_reader_gets_every_response,
+            malformed_request_gets_400_and_close,
+            oversized_head_gets_431_and_close,
+            sigterm_answers_request_in_flight_and_exits_0,
+            bad_flags_exit_2_with_one_line,
+        );
+    };
+    (@tests $bin:expr, $model:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                $crate::checks::$check($bin, $model);
+            }
+        )*
+    };
+}

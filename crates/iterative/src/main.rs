@@ -1,0 +1,53 @@
+//! Iterative server: one connection at a time, start to finish, on the main thread.
+//!
+//! The paper's A.1 and the baseline of every table. **Cost:** nothing beyond the work itself,
+//! no process, thread or event machinery, so on `hello` with a new connection per request it
+//! is hard to beat. **Where it breaks:** everything waits behind the current connection. Five
+//! clients each asking for `delay:100ms` take 5 x 100 ms; one keep-alive client (or one slow
+//! client) holds the server until it leaves or times out. **Watch in the benchmark:** Table 2
+//! sits at 10 s where every concurrent model is at 2 s.
+//!
+//! ```text
+//! server-iterative --workload delay:100ms
+//! curl -s http://127.0.0.1:PORT/
+//! ```
+
+use std::io;
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use clap::Parser;
+use serverkit::blocking::{self, Accepted};
+use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
+
+/// Iterative server: serves one connection at a time.
+#[derive(Parser)]
+#[command(name = "server-iterative", version)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = serverkit::cli::parse();
+    serverkit::exit_code("server-iterative", start(&cli.server))
+}
+
+fn start(args: &ServerArgs) -> io::Result<()> {
+    let listener = listener::bind(args)?;
+    shutdown::install(&listener)?;
+    listener::announce(&listener)?;
+    run(&listener, &args.config());
+    Ok(())
+}
+
+/// The whole model: accept, serve to the end, accept the next.
+fn run(listener: &TcpListener, config: &ServerConfig) {
+    loop {
+        match blocking::accept(listener) {
+            Accepted::Conn(stream) => blocking::serve_connection(stream, config),
+            Accepted::Tick => {}
+            Accepted::Shutdown => return,
+        }
+    }
+}

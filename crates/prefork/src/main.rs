@@ -1,0 +1,140 @@
+//! Preforked pool: `--workers` processes made at start-up, each accepting on the shared
+//! listener and serving its connection to the end (Apache's prefork MPM).
+//!
+//! The paper's 3.3 (preforking). **Cost:** the processes are paid once, at start-up; a request
+//! then costs what it costs the iterative server, in whichever process the kernel woke. Each
+//! process has its own memory, so a crash takes one worker, which the parent replaces.
+//! **Where it breaks:** at most `--workers` connections are served at once; the next one waits
+//! in the listen backlog; every worker costs a whole process's memory. **Watch in the
+//! benchmark:** Table 1 shows what fork-per-connection pays for `fork` itself: same isolation,
+//! without a fork per request.
+//!
+//! The workers are forked before any thread exists (the parent never starts one), so each
+//! child starts with no lock held. They share one listening socket: the kernel wakes one
+//! blocked `accept` per connection. The parent only supervises: it waits for a worker to die
+//! and replaces it; on SIGTERM it passes the signal on, and waits for every worker to finish
+//! what it holds.
+//!
+//! ```text
+//! server-prefork --workers 8 --workload delay:100ms
+//! ```
+
+use std::collections::HashSet;
+use std::io;
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use serverkit::blocking::{self, Accepted};
+use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
+
+/// Preforked pool server: a fixed set of processes, each accepting and serving.
+#[derive(Parser)]
+#[command(name = "server-prefork", version)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerArgs,
+
+    /// Processes made at start-up: the most connections served at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    workers: u32,
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = serverkit::cli::parse();
+    serverkit::exit_code("server-prefork", start(&cli))
+}
+
+fn start(cli: &Cli) -> io::Result<()> {
+    let listener = listener::bind(&cli.server)?;
+    shutdown::install(&listener)?;
+    let config = cli.server.config();
+    let mut workers = HashSet::new();
+    for _ in 0..cli.workers {
+        match spawn_worker(&listener, &config) {
+            Ok(pid) => {
+                workers.insert(pid);
+            }
+            Err(e) => {
+                stop(&mut workers);
+                return Err(e);
+            }
+        }
+    }
+    listener::announce(&listener)?;
+    supervise(&listener, &config, &mut workers);
+    Ok(())
+}
+
+/// Forks one worker. Returns its pid in the parent; never returns in the worker.
+fn spawn_worker(listener: &TcpListener, config: &ServerConfig) -> io::Result<Pid> {
+    // SAFETY: the parent has a single thread, so the child inherits no lock held elsewhere.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            worker(listener, config);
+            // SAFETY: _exit ends the worker without running the parent's clean-up.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// One worker process: accept, serve to the end, accept again, until shutdown.
+fn worker(listener: &TcpListener, config: &ServerConfig) {
+    loop {
+        match blocking::accept(listener) {
+            Accepted::Conn(stream) => blocking::serve_connection(stream, config),
+            Accepted::Tick => {}
+            Accepted::Shutdown => return,
+        }
+    }
+}
+
+/// The parent's loop: replace workers that die until shutdown is requested.
+fn supervise(listener: &TcpListener, config: &ServerConfig, workers: &mut HashSet<Pid>) {
+    while !shutdown::requested() {
+        match waitpid(None, None) {
+            Ok(status) => {
+                let Some(pid) = status.pid() else { continue };
+                workers.remove(&pid);
+                if shutdown::requested() {
+                    break;
+                }
+                if let WaitStatus::Signaled(_, signal, _) = status {
+                    eprintln!("server-prefork: worker {pid} killed by {signal}; replacing it");
+                }
+                match spawn_worker(listener, config) {
+                    Ok(pid) => {
+                        workers.insert(pid);
+                    }
+                    Err(e) => eprintln!("server-prefork: cannot replace worker: {e}"),
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(_) => break, // ECHILD: no worker left
+        }
+    }
+    stop(workers);
+}
+
+/// Passes SIGTERM on to every worker and waits for all of them.
+fn stop(workers: &mut HashSet<Pid>) {
+    for pid in workers.iter() {
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    while !workers.is_empty() {
+        match waitpid(None, None) {
+            Ok(status) => {
+                if let Some(pid) = status.pid() {
+                    workers.remove(&pid);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! What every archbench server shares, written once.
+//!
+//! A server crate holds one concurrency model and nothing else; everything a request needs
+//! besides the model lives here:
+//!
+//! - [`cli`]: the flags every server takes ([`ServerArgs`]), and one-line usage errors;
+//! - [`listener`]: the bound socket (large backlog, `SO_REUSEADDR`, optional `SO_REUSEPORT`,
+//!   `TCP_NODELAY` and the socket timeouts set once, inherited by every accepted socket) and the
+//!   ready line `listening on ADDR`;
+//! - [`http`]: sans-IO request parsing (httparse) and the response bytes, no I/O inside;
+//! - [`workload`]: what a request costs: `hello`, `delay:D`, `cpu:D`;
+//! - [`blocking`]: the accept call and the connection loop every blocking model shares;
+//! - [`shutdown`]: SIGINT/SIGTERM handling (stop accepting, finish what is in flight).
+#![deny(missing_docs)]
+
+pub mod blocking;
+pub mod cli;
+pub mod http;
+pub mod listener;
+pub mod shutdown;
+pub mod workload;
+
+pub use cli::{Protocol, ServerArgs, ServerConfig};
+pub use workload::Workload;
+
+use std::process::ExitCode;
+
+/// Maps the result of a server's `run` to its exit code: 0 on a clean stop, 1 with a one-line
+/// message on stderr otherwise.
+pub fn exit_code(name: &str, result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

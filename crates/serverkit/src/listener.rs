@@ -1,0 +1,105 @@
+//! The listening socket every server uses, and the ready line.
+//!
+//! Options set here once are inherited by every socket `accept` returns (Linux copies them from
+//! the listener), so no model pays a syscall per connection for them:
+//! `TCP_NODELAY` (answers leave at once) and `SO_RCVTIMEO`/`SO_SNDTIMEO` (a blocking read
+//! wakes every [`TICK`] to look at its deadlines and the shutdown flag; a write stalls at most
+//! the read timeout). A test in this module asserts the inheritance.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::cli::ServerArgs;
+
+/// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 by default).
+pub const BACKLOG: i32 = 4096;
+
+/// How often a blocked read or accept wakes to look at timeouts and the shutdown flag.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Binds the listener described by `args`.
+///
+/// # Errors
+/// Any socket error (address in use, permission denied, ...).
+pub fn bind(args: &ServerArgs) -> io::Result<TcpListener> {
+    if !args.addr.ip().is_loopback() {
+        eprintln!(
+            "warning: binding {} makes this server reachable from other machines; \
+             it is a benchmark target, not a hardened server",
+            args.addr
+        );
+    }
+    let socket = Socket::new(Domain::for_address(args.addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if args.reuseport {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nodelay(true)?;
+    socket.set_read_timeout(Some(TICK))?;
+    socket.set_write_timeout(Some(args.read_timeout.max(Duration::from_millis(1))))?;
+    socket.bind(&args.addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Prints the ready line `listening on ADDR` on stdout and flushes it. Call it once the server
+/// accepts: the suite runner and every test wait for this line to learn the port.
+///
+/// # Errors
+/// If the local address cannot be read or stdout is closed.
+pub fn announce(listener: &TcpListener) -> io::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    announce_addr(addr)?;
+    Ok(addr)
+}
+
+/// Prints the ready line for `addr` (for listeners that are not a std [`TcpListener`]).
+///
+/// # Errors
+/// If stdout is closed.
+pub fn announce_addr(addr: SocketAddr) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Workload;
+    use crate::Protocol;
+    use std::net::TcpStream;
+
+    pub(crate) fn args() -> ServerArgs {
+        ServerArgs {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            workload: Workload::Hello,
+            protocol: Protocol::Http,
+            max_conns: 8,
+            reuseport: false,
+            read_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_timeouts() {
+        let listener = bind(&args()).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(sock.nodelay().unwrap(), "TCP_NODELAY not inherited");
+        let read = sock
+            .read_timeout()
+            .unwrap()
+            .expect("SO_RCVTIMEO not inherited");
+        assert!(
+            read >= TICK && read < TICK + Duration::from_millis(20),
+            "{read:?}"
+        );
+        assert_eq!(sock.write_timeout().unwrap(), Some(Duration::from_secs(3)));
+    }
+}

@@ -1,0 +1,67 @@
+//! SIGINT/SIGTERM: stop accepting, finish the requests in flight, exit 0.
+//!
+//! The handler does two async-signal-safe things: it sets a flag, and it calls `shutdown(2)` on
+//! the listening socket. On Linux that wakes every thread and process blocked in `accept` on
+//! that socket at once (accept fails with `EINVAL`), so no model needs a watcher thread, which
+//! matters for the fork model: it must not have threads when it forks. Connection loops look at
+//! [`requested`] between requests and at every read tick, answer what they hold and close.
+//! Event loops see their `epoll_wait` return `EINTR` and look at the flag there.
+//!
+//! SIGPIPE needs nothing: the Rust runtime ignores it before `main`, so a client that vanishes
+//! mid-response gives a write error (`EPIPE`) on that connection, never a dead server.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_signal: libc::c_int) {
+    REQUESTED.store(true, Ordering::SeqCst);
+    let fd = LISTENER_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: shutdown(2) is async-signal-safe; `fd` is the listener registered by
+        // `install`, still open while the server runs (children that close it call `forget`).
+        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    }
+}
+
+/// Installs the SIGINT/SIGTERM handler for a server listening on `listener`.
+///
+/// The handler is installed without `SA_RESTART`, so a blocking `waitpid`, `epoll_wait` or read
+/// returns `EINTR` and its loop can look at [`requested`].
+///
+/// # Errors
+/// If `sigaction` fails.
+pub fn install(listener: &impl AsRawFd) -> io::Result<()> {
+    LISTENER_FD.store(listener.as_raw_fd(), Ordering::SeqCst);
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only touches atomics and calls an async-signal-safe syscall.
+        unsafe { sigaction(signal, &action) }.map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Makes the handler leave the listener alone: for a forked child that closed its copy, so the
+/// descriptor number, reused for something else, is never shut down by mistake.
+pub fn forget_listener() {
+    LISTENER_FD.store(-1, Ordering::SeqCst);
+}
+
+/// True once SIGINT or SIGTERM arrived (or [`request`] was called).
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::Relaxed)
+}
+
+/// Asks for a shutdown as if a signal had come (used by tests and by models that stop early).
+pub fn request() {
+    on_signal(0);
+}
