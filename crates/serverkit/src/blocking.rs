@@ -25,8 +25,8 @@ pub fn accept(listener: &TcpListener) -> Accepted {
     }
     match listener.accept() {
         Ok((stream, _)) => Accepted::Conn(stream),
-        Err(e) if shutdown::requested() => {
-            let _ = e;
+        // EINVAL: the listener was shut down, by our handler or (prefork) a sibling's.
+        Err(e) if shutdown::requested() || e.raw_os_error() == Some(libc::EINVAL) => {
             Accepted::Shutdown
         }
         Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => Accepted::Tick,
