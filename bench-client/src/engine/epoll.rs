@@ -1,0 +1,405 @@
+//! The hand-written engine: one epoll loop per thread over its share of the connections.
+//!
+//! Each connection is a `Slot` that goes Connecting -> Sending -> Receiving and back (a new
+//! connection per request without `-k`). Sockets are registered once, edge-triggered for both
+//! directions, so a request costs no `epoll_ctl` beyond the one that adds a new connection:
+//! on a kept-alive connection one `write`, one `epoll_wait` and one `read` per request.
+//! Open loop (`--rate`): each slot has a schedule; a slot whose next request is not yet due
+//! waits in a heap, and one timerfd is armed for the earliest (nanosecond precision).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use socket2::{Domain, Socket, Type};
+
+use super::{count_io_error, LoadSpec, Shared, ThreadStats};
+use crate::response::{Progress, ResponseReader};
+
+const TIMER: u64 = u64::MAX;
+/// How often in-flight requests are checked against the timeout.
+const SWEEP: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Open loop: waiting for the next scheduled time.
+    Waiting,
+    Connecting,
+    Sending,
+    Receiving,
+    /// No more requests for this slot.
+    Done,
+}
+
+struct Slot {
+    stream: Option<TcpStream>,
+    phase: Phase,
+    reader: ResponseReader,
+    /// Latency origin: the scheduled time (open loop) or the start (closed loop).
+    scheduled: Instant,
+    started: Instant,
+    sent: usize,
+    /// Open loop: when this slot's next request is due.
+    next_due: Instant,
+    /// The current stream finished its handshake.
+    connected: bool,
+}
+
+/// Runs thread `thread`'s share of the load until the budget, the duration or a stop ends it.
+///
+/// # Errors
+/// Only if epoll or the timerfd cannot be created; connection errors are counted, not returned.
+pub fn run_thread(
+    spec: &LoadSpec,
+    shared: &Shared,
+    thread: usize,
+    start: Instant,
+) -> io::Result<ThreadStats> {
+    let mut engine = Engine::new(spec, shared, thread, start)?;
+    engine.run();
+    Ok(engine.stats)
+}
+
+struct Engine<'a> {
+    spec: &'a LoadSpec,
+    shared: &'a Shared,
+    request: Vec<u8>,
+    epoll: Epoll,
+    timer: TimerFd,
+    armed: Option<Instant>,
+    slots: Vec<Slot>,
+    due: BinaryHeap<Reverse<(Instant, usize)>>,
+    interval: Option<Duration>,
+    scratch: Box<[u8; 16384]>,
+    stats: ThreadStats,
+    opened: u64,
+}
+
+impl<'a> Engine<'a> {
+    fn new(
+        spec: &'a LoadSpec,
+        shared: &'a Shared,
+        thread: usize,
+        start: Instant,
+    ) -> io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        epoll.add(&timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
+        let range = spec.slots_of_thread(thread);
+        let interval = spec.interval();
+        let slots = range
+            .map(|global| Slot {
+                stream: None,
+                phase: Phase::Waiting,
+                reader: ResponseReader::new(spec.raw),
+                scheduled: start,
+                started: start,
+                sent: 0,
+                // Stagger the schedules so the connections do not fire in step.
+                next_due: start
+                    + interval.map_or(Duration::ZERO, |i| {
+                        i.mul_f64(global as f64 / spec.concurrency as f64)
+                    }),
+                connected: false,
+            })
+            .collect();
+        Ok(Engine {
+            spec,
+            shared,
+            request: spec.target.request(spec.keep_alive),
+            epoll,
+            timer,
+            armed: None,
+            slots,
+            due: BinaryHeap::new(),
+            interval,
+            scratch: Box::new([0; 16384]),
+            stats: ThreadStats::new(),
+            opened: 0,
+        })
+    }
+
+    fn run(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            if self.interval.is_some() {
+                let due = self.slots[i].next_due;
+                self.due.push(Reverse((due, i)));
+            } else {
+                self.next_request(i, now);
+            }
+        }
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut next_sweep = Instant::now() + SWEEP;
+        loop {
+            let now = Instant::now();
+            if self.shared.should_stop(now) || self.all_done() {
+                break;
+            }
+            self.start_due(now);
+            if now >= next_sweep {
+                self.sweep_timeouts(now);
+                next_sweep = now + SWEEP;
+            }
+            if self.arm_timer(now).is_err() {
+                self.shared.stop_early("timerfd failed");
+                break;
+            }
+            let mut wake = next_sweep;
+            if let Some(end) = self.shared.stop_at {
+                wake = wake.min(end);
+            }
+            let millis = wake.saturating_duration_since(now).as_millis().min(100) as u16;
+            let ready = match self.epoll.wait(&mut events, EpollTimeout::from(millis)) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => {
+                    self.shared.stop_early("epoll_wait failed");
+                    break;
+                }
+            };
+            for event in &events[..ready] {
+                match event.data() {
+                    TIMER => {
+                        let _ = self.timer.wait();
+                        self.armed = None;
+                    }
+                    i => self.on_event(i as usize, event.events()),
+                }
+            }
+        }
+        // Whatever is still in flight is abandoned (duration over, or stopped): not counted.
+        for slot in &mut self.slots {
+            slot.stream = None;
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.due.is_empty() && self.slots.iter().all(|s| s.phase == Phase::Done)
+    }
+
+    /// Open loop: starts every slot whose scheduled time has come.
+    fn start_due(&mut self, now: Instant) {
+        while let Some(&Reverse((due, i))) = self.due.peek() {
+            if due > now {
+                break;
+            }
+            self.due.pop();
+            self.start(i, due, now);
+        }
+    }
+
+    fn arm_timer(&mut self, now: Instant) -> nix::Result<()> {
+        let Some(&Reverse((due, _))) = self.due.peek() else {
+            return Ok(());
+        };
+        if self.armed.is_some_and(|armed| armed <= due) {
+            return Ok(());
+        }
+        let wait = due
+            .saturating_duration_since(now)
+            .max(Duration::from_nanos(1));
+        self.timer.set(
+            Expiration::OneShot(TimeSpec::from_duration(wait)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        self.armed = Some(due);
+        Ok(())
+    }
+
+    /// The slot is free: closed loop starts its next request now; open loop schedules it.
+    fn next_request(&mut self, i: usize, now: Instant) {
+        match self.interval {
+            None => self.start(i, now, now),
+            Some(interval) => {
+                let slot = &mut self.slots[i];
+                slot.next_due += interval;
+                if self.shared.stop_at.is_some_and(|end| slot.next_due >= end) {
+                    slot.phase = Phase::Done;
+                } else if slot.next_due <= now {
+                    let due = slot.next_due;
+                    self.start(i, due, now); // late: its latency counts from `due`
+                } else {
+                    slot.phase = Phase::Waiting;
+                    self.due.push(Reverse((slot.next_due, i)));
+                }
+            }
+        }
+    }
+
+    /// Starts a request on slot `i` if the budget allows; a failed connect moves on to the next.
+    fn start(&mut self, i: usize, scheduled: Instant, now: Instant) {
+        loop {
+            if !self.shared.claim(now) {
+                self.slots[i].phase = Phase::Done;
+                self.slots[i].stream = None;
+                return;
+            }
+            let slot = &mut self.slots[i];
+            slot.scheduled = scheduled;
+            slot.started = now;
+            slot.sent = 0;
+            slot.reader.reset();
+            if slot.stream.is_some() {
+                slot.phase = Phase::Sending;
+                return self.send(i);
+            }
+            match self.connect(i) {
+                Ok(()) => return,
+                Err(e) => {
+                    count_io_error(&mut self.stats, self.shared, false, &e);
+                    if self.interval.is_some() {
+                        return self.next_request(i, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, i: usize) -> io::Result<()> {
+        let addr = self.spec.target.addr;
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            None,
+        )?;
+        if let Some(source) = self.spec.source_addr(self.opened) {
+            socket.bind(&source.into())?;
+        }
+        self.opened += 1;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let stream: TcpStream = socket.into();
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLET;
+        self.epoll
+            .add(&stream, EpollEvent::new(interest, i as u64))?;
+        self.stats.connections += 1;
+        let slot = &mut self.slots[i];
+        slot.stream = Some(stream);
+        slot.connected = false;
+        slot.phase = Phase::Connecting;
+        Ok(())
+    }
+
+    fn on_event(&mut self, i: usize, flags: EpollFlags) {
+        let broken = flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
+        if self.slots[i].phase == Phase::Connecting {
+            if broken {
+                let e = self.slots[i]
+                    .stream
+                    .as_ref()
+                    .and_then(|s| s.take_error().ok().flatten())
+                    .unwrap_or_else(|| ErrorKind::ConnectionRefused.into());
+                return self.fail(i, &e);
+            }
+            if !flags.contains(EpollFlags::EPOLLOUT) {
+                return;
+            }
+            let slot = &mut self.slots[i];
+            slot.connected = true;
+            slot.phase = if self.spec.raw {
+                Phase::Receiving
+            } else {
+                Phase::Sending
+            };
+        }
+        if self.slots[i].phase == Phase::Sending && (flags.contains(EpollFlags::EPOLLOUT) || broken)
+        {
+            self.send(i);
+        }
+        if self.slots[i].phase == Phase::Receiving
+            && (flags.contains(EpollFlags::EPOLLIN) || broken)
+        {
+            self.recv(i);
+        }
+    }
+
+    fn send(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some(stream) = slot.stream.as_mut() else {
+            return;
+        };
+        while slot.sent < self.request.len() {
+            match stream.write(&self.request[slot.sent..]) {
+                Ok(n) => slot.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // the OUT edge resumes it
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return self.fail(i, &e),
+            }
+        }
+        slot.phase = Phase::Receiving;
+    }
+
+    fn recv(&mut self, i: usize) {
+        loop {
+            let slot = &mut self.slots[i];
+            let Some(stream) = slot.stream.as_mut() else {
+                return;
+            };
+            let progress = match stream.read(&mut self.scratch[..]) {
+                Ok(0) => slot.reader.eof(),
+                Ok(n) => slot.reader.feed(&self.scratch[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.fail(i, &e),
+            };
+            match progress {
+                Progress::More => {}
+                Progress::Done { keep_alive } => return self.complete(i, keep_alive),
+                Progress::Failed(bad) => {
+                    self.stats.errors.count_bad(bad);
+                    self.shared.finished_one(false);
+                    return self.recycle(i, false);
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self, i: usize, server_keeps_alive: bool) {
+        let now = Instant::now();
+        let slot = &self.slots[i];
+        self.stats.record_ok(slot.scheduled, slot.started, now);
+        self.shared.finished_one(true);
+        self.recycle(i, self.spec.keep_alive && server_keeps_alive);
+    }
+
+    /// Ends the current request: keeps or closes the connection, then the next request.
+    fn recycle(&mut self, i: usize, keep: bool) {
+        if !keep {
+            self.slots[i].stream = None; // close; also leaves the epoll set
+        }
+        self.next_request(i, Instant::now());
+    }
+
+    fn fail(&mut self, i: usize, e: &io::Error) {
+        let connected = self.slots[i].connected;
+        count_io_error(&mut self.stats, self.shared, connected, e);
+        self.recycle(i, false);
+    }
+
+    fn sweep_timeouts(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let in_flight = matches!(
+                slot.phase,
+                Phase::Connecting | Phase::Sending | Phase::Receiving
+            );
+            if in_flight && now.saturating_duration_since(slot.started) >= self.spec.timeout {
+                self.stats.errors.timeout += 1;
+                self.shared.finished_one(false);
+                self.recycle(i, false);
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The load engines: every thread runs its own event loop over its share of the connections.
+//!
+//! Two engines implement the same [`LoadSpec`]: a hand-written epoll loop ([`epoll`], the
+//! default) and a current-thread tokio runtime per thread ([`tokio`]). Which one is the
+//! default was decided by measurement; see docs/architecture.md.
+
+pub mod epoll;
+pub mod tokio;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::response::Bad;
+use crate::target::Target;
+
+/// Everything a load run needs to know.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Where to send requests.
+    pub target: Target,
+    /// Total requests (`-n`); `None` with a duration.
+    pub requests: Option<u64>,
+    /// How long to send (`-d`); `None` with a request count.
+    pub duration: Option<Duration>,
+    /// Connections (requests in flight) at once (`-c`).
+    pub concurrency: usize,
+    /// Threads, each with its own event loop (`-t`).
+    pub threads: usize,
+    /// Reuse connections (`-k`); otherwise a new connection per request.
+    pub keep_alive: bool,
+    /// Open loop: total requests per second, each sent at its scheduled time (`--rate`).
+    pub rate: Option<f64>,
+    /// The paper's raw protocol instead of HTTP.
+    pub raw: bool,
+    /// Time allowed for one request, connect included.
+    pub timeout: Duration,
+    /// Spread connections over this many source addresses, 127.0.0.1 upwards (0: let the
+    /// kernel choose).
+    pub source_addrs: u8,
+}
+
+impl LoadSpec {
+    /// The source address for the `k`-th connection a thread opens, if spreading.
+    pub(crate) fn source_addr(&self, k: u64) -> Option<SocketAddr> {
+        if self.source_addrs == 0 {
+            return None;
+        }
+        let last = (k % u64::from(self.source_addrs)) as u8 + 1;
+        Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
+            0,
+        ))
+    }
+
+    /// The connections thread `t` owns: an even split, the first threads taking the rest.
+    pub(crate) fn slots_of_thread(&self, t: usize) -> std::ops::Range<usize> {
+        let base = self.concurrency / self.threads;
+        let extra = self.concurrency % self.threads;
+        let start = t * base + t.min(extra);
+        start..start + base + usize::from(t < extra)
+    }
+
+    /// Open loop: the interval between two requests on one connection.
+    pub(crate) fn interval(&self) -> Option<Duration> {
+        self.rate
+            .map(|rate| Duration::from_secs_f64(self.concurrency as f64 / rate))
+    }
+}
+
+/// Errors by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorCounts {
+    /// The connection could not be made (refused, unreachable, out of local ports).
+    pub connect: u64,
+    /// The connection was reset (or the pipe broke) while a request was in flight.
+    pub reset: u64,
+    /// No whole response within the timeout.
+    pub timeout: u64,
+    /// A status other than 200.
+    pub status: u64,
+    /// Not a valid response (unparsable, no Content-Length, wrong raw answer, extra bytes).
+    pub malformed: u64,
+    /// The server closed before the whole response.
+    pub closed: u64,
+}
+
+impl ErrorCounts {
+    /// All errors.
+    pub fn total(&self) -> u64 {
+        self.connect + self.reset + self.timeout + self.status + self.malformed + self.closed
+    }
+
+    pub(crate) fn count_bad(&mut self, bad: Bad) {
+        match bad {
+            Bad::Status(_) => self.status += 1,
+            Bad::Malformed => self.malformed += 1,
+            Bad::EarlyClose => self.closed += 1,
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &ErrorCounts) {
+        self.connect += other.connect;
+        self.reset += other.reset;
+        self.timeout += other.timeout;
+        self.status += other.status;
+        self.malformed += other.malformed;
+        self.closed += other.closed;
+    }
+}
+
+/// A new latency histogram: 1 µs to 60 s, 3 significant digits, values in µs. Its memory is
+/// fixed, whatever the number of requests.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What one thread measured.
+pub struct ThreadStats {
+    /// Latency from each request's scheduled time (closed loop: its start).
+    pub latency: Histogram<u64>,
+    /// Latency from the moment the request was actually started.
+    pub latency_uncorrected: Histogram<u64>,
+    /// Whole, valid responses.
+    pub ok: u64,
+    /// Errors by kind.
+    pub errors: ErrorCounts,
+    /// Connections opened.
+    pub connections: u64,
+    /// A connect failed with EADDRNOTAVAIL (ephemeral ports used up).
+    pub ports_exhausted: bool,
+}
+
+impl ThreadStats {
+    pub(crate) fn new() -> Self {
+        ThreadStats {
+            latency: new_histogram(),
+            latency_uncorrected: new_histogram(),
+            ok: 0,
+            errors: ErrorCounts::default(),
+            connections: 0,
+            ports_exhausted: false,
+        }
+    }
+
+    pub(crate) fn record_ok(&mut self, scheduled: Instant, started: Instant, now: Instant) {
+        self.ok += 1;
+        self.latency.saturating_record(micros(now - scheduled));
+        self.latency_uncorrected
+            .saturating_record(micros(now - started));
+    }
+
+    /// Adds another thread's figures.
+    pub fn merge(&mut self, other: &ThreadStats) {
+        self.latency
+            .add(&other.latency)
+            .expect("same histogram bounds");
+        self.latency_uncorrected
+            .add(&other.latency_uncorrected)
+            .expect("same histogram bounds");
+        self.ok += other.ok;
+        self.errors.add(&other.errors);
+        self.connections += other.connections;
+        self.ports_exhausted |= other.ports_exhausted;
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).max(1)
+}
+
+/// After this many connection attempts in a row fail, with no success between them, the run
+/// stops: the target is gone, and hammering it measures nothing.
+pub const GIVE_UP_AFTER_FAILED_CONNECTS: u64 = 500;
+
+/// State shared by the threads of one run.
+pub struct Shared {
+    /// Requests not yet started (`u64::MAX` in duration mode).
+    remaining: AtomicU64,
+    /// End of a duration run.
+    pub stop_at: Option<Instant>,
+    /// Set to stop early (SIGINT, target gone); the reason goes in `partial`.
+    pub stop: AtomicBool,
+    /// Requests finished (ok or error), for the progress bar.
+    pub finished: AtomicU64,
+    failed_connects_in_a_row: AtomicU64,
+    /// Why the run stopped early, if it did.
+    pub partial: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Shared state for `spec`, starting now.
+    pub fn new(spec: &LoadSpec, start: Instant) -> Self {
+        Shared {
+            remaining: AtomicU64::new(spec.requests.unwrap_or(u64::MAX)),
+            stop_at: spec.duration.map(|d| start + d),
+            stop: AtomicBool::new(false),
+            finished: AtomicU64::new(0),
+            failed_connects_in_a_row: AtomicU64::new(0),
+            partial: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Takes one request from the budget; false when the run is over.
+    pub(crate) fn claim(&self, now: Instant) -> bool {
+        if self.stop.load(Ordering::Relaxed) || self.stop_at.is_some_and(|end| now >= end) {
+            return false;
+        }
+        self.remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+
+    /// True when threads should abandon what is in flight.
+    pub(crate) fn should_stop(&self, now: Instant) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.stop_at.is_some_and(|end| now >= end)
+    }
+
+    /// Stops the run early, for `reason` (kept if it is the first).
+    pub fn stop_early(&self, reason: &str) {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        partial.get_or_insert_with(|| reason.to_string());
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn connect_failed(&self) {
+        let streak = self
+            .failed_connects_in_a_row
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if streak == GIVE_UP_AFTER_FAILED_CONNECTS {
+            self.stop_early(&format!(
+                "target stopped accepting connections ({streak} attempts in a row failed)"
+            ));
+        }
+    }
+
+    pub(crate) fn finished_one(&self, ok: bool) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            self.failed_connects_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Classifies an I/O error on a connection in flight.
+pub(crate) fn count_io_error(
+    stats: &mut ThreadStats,
+    shared: &Shared,
+    connected: bool,
+    e: &std::io::Error,
+) {
+    use std::io::ErrorKind::*;
+    if !connected {
+        stats.errors.connect += 1;
+        if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+            stats.ports_exhausted = true;
+        }
+        shared.connect_failed();
+    } else if matches!(e.kind(), TimedOut | WouldBlock) {
+        stats.errors.timeout += 1;
+    } else {
+        stats.errors.reset += 1;
+    }
+    shared.finished_one(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(concurrency: usize, threads: usize) -> LoadSpec {
+        LoadSpec {
+            target: "127.0.0.1:1".parse().unwrap(),
+            requests: Some(10),
+            duration: None,
+            concurrency,
+            threads,
+            keep_alive: false,
+            rate: None,
+            raw: false,
+            timeout: Duration::from_secs(1),
+            source_addrs: 0,
+        }
+    }
+
+    #[test]
+    fn connections_split_evenly_over_threads() {
+        let s = spec(10, 3);
+        let ranges: Vec<_> = (0..3).map(|t| s.slots_of_thread(t)).collect();
+        assert_eq!(ranges, vec![0..4, 4..7, 7..10]);
+    }
+
+    #[test]
+    fn the_budget_is_exact_across_threads() {
+        let s = spec(4, 2);
+        let shared = Shared::new(&s, Instant::now());
+        let now = Instant::now();
+        let claimed = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| (0..100).filter(|_| shared.claim(now)).count()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .sum::<usize>()
+        });
+        assert_eq!(claimed, 10);
+    }
+
+    #[test]
+    fn source_addresses_cycle_over_loopback() {
+        let mut s = spec(1, 1);
+        assert_eq!(s.source_addr(5), None);
+        s.source_addrs = 3;
+        let ips: Vec<_> = (0..4)
+            .map(|k| s.source_addr(k).unwrap().ip().to_string())
+            .collect();
+        assert_eq!(ips, ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"]);
+    }
+}

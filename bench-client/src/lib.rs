@@ -1,0 +1,18 @@
+//! archbench's load generator and suite runner.
+//!
+//! - [`engine`]: the load engines (epoll by default, tokio for comparison) and [`LoadSpec`];
+//! - [`response`]: sans-IO response validation;
+//! - [`target`]: URL or `host:port` targets;
+//! - [`output`]: the result row schema, atomic CSV/JSON writes, the human summary;
+//! - [`meta`]: machine description and timestamps;
+//! - [`load`]: one load run from start to [`load::LoadResult`].
+#![deny(missing_docs)]
+
+pub mod engine;
+pub mod load;
+pub mod meta;
+pub mod output;
+pub mod response;
+pub mod target;
+
+pub use engine::{ErrorCounts, LoadSpec};

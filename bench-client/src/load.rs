@@ -1,0 +1,282 @@
+//! One load run: threads, progress, SIGINT, CPU accounting, and the result row.
+
+use std::io::{self, IsTerminal};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use nix::sys::resource::{getrusage, UsageWho};
+
+use crate::engine::{self, LoadSpec, Shared, ThreadStats};
+use crate::meta::{self, Machine};
+use crate::output::{Na, ResultRow};
+
+/// Which engine runs the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineKind {
+    /// Hand-written epoll loop per thread (the default: faster, see docs/architecture.md).
+    #[default]
+    Epoll,
+    /// A current-thread tokio runtime per thread.
+    Tokio,
+}
+
+/// What a load run measured.
+pub struct LoadResult {
+    /// The merged figures of all threads.
+    pub stats: ThreadStats,
+    /// Wall time of the measurement.
+    pub elapsed: Duration,
+    /// CPU time the client used (all threads, user + system).
+    pub client_cpu: Duration,
+    /// Why the run stopped early, if it did (interrupted, target gone).
+    pub partial: Option<String>,
+}
+
+impl LoadResult {
+    /// Completed requests per second.
+    pub fn rps(&self) -> f64 {
+        self.stats.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Client CPU as a percentage of what its threads could use.
+    pub fn client_cpu_pct(&self, threads: usize) -> f64 {
+        100.0 * self.client_cpu.as_secs_f64()
+            / (self.elapsed.as_secs_f64() * threads as f64).max(1e-9)
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT end the current run early (marked partial) instead of killing the process, so
+/// what was measured is still reported and written.
+///
+/// # Errors
+/// If `sigaction` fails.
+pub fn catch_sigint() -> io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigint),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { sigaction(Signal::SIGINT, &action) }.map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// True once SIGINT arrived (after [`catch_sigint`]).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+fn cpu_time() -> Duration {
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let user = u.user_time();
+            let sys = u.system_time();
+            Duration::new(user.tv_sec() as u64, user.tv_usec() as u32 * 1000)
+                + Duration::new(sys.tv_sec() as u64, sys.tv_usec() as u32 * 1000)
+        })
+        .unwrap_or_default()
+}
+
+/// Checks that the target accepts a connection, so a dead target gets a clear message instead
+/// of a run full of errors.
+///
+/// # Errors
+/// A message naming the target and the reason.
+pub fn preflight(spec: &LoadSpec) -> Result<(), String> {
+    std::net::TcpStream::connect_timeout(&spec.target.addr, Duration::from_secs(2))
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "cannot connect to {}: {e} (is the server running?)",
+                spec.target.addr
+            )
+        })
+}
+
+/// Runs `spec` to the end and returns what was measured. A progress bar is drawn on stderr
+/// when it is a terminal and the run lasts over 2 s.
+///
+/// # Errors
+/// Only if an engine cannot set itself up; request errors are counted in the result.
+pub fn run(spec: &LoadSpec, engine: EngineKind, show_progress: bool) -> io::Result<LoadResult> {
+    let start = Instant::now();
+    let shared = Arc::new(Shared::new(spec, start));
+    let cpu_before = cpu_time();
+    let results: Vec<io::Result<ThreadStats>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..spec.threads)
+            .map(|t| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("load-{t}"))
+                    .spawn_scoped(scope, move || match engine {
+                        EngineKind::Epoll => engine::epoll::run_thread(spec, &shared, t, start),
+                        EngineKind::Tokio => engine::tokio::run_thread(spec, &shared, t, start),
+                    })
+                    .expect("spawn load thread")
+            })
+            .collect();
+        let mut bar: Option<indicatif::ProgressBar> = None;
+        let terminal = show_progress && io::stderr().is_terminal();
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+            if interrupted() {
+                shared.stop_early("interrupted by SIGINT");
+            }
+            if terminal && bar.is_none() && start.elapsed() > Duration::from_secs(2) {
+                bar = Some(progress_bar(spec));
+            }
+            if let Some(bar) = &bar {
+                match spec.requests {
+                    Some(_) => bar.set_position(shared.finished.load(Ordering::Relaxed)),
+                    None => bar.set_position(start.elapsed().as_secs()),
+                }
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("load thread panicked"))
+            .collect()
+    });
+    let wall = start.elapsed();
+    let mut stats = ThreadStats::new();
+    for result in results {
+        stats.merge(&result?);
+    }
+    let partial = shared
+        .partial
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    // A duration run ends at its deadline; what the loops did after it is not measured time.
+    let elapsed = match (spec.duration, &partial) {
+        (Some(d), None) => wall.min(d),
+        _ => wall,
+    };
+    Ok(LoadResult {
+        stats,
+        elapsed,
+        client_cpu: cpu_time().saturating_sub(cpu_before),
+        partial,
+    })
+}
+
+fn progress_bar(spec: &LoadSpec) -> indicatif::ProgressBar {
+    let (len, unit) = match (spec.requests, spec.duration) {
+        (Some(n), _) => (n, "requests"),
+        (None, Some(d)) => (d.as_secs(), "s"),
+        _ => (0, ""),
+    };
+    let bar = indicatif::ProgressBar::new(len);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit} ({{elapsed}})");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> Na<f64> {
+    Na((!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0))
+}
+
+/// Labels a row carries beside the figures.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    /// Which results table (`load`, `paper-1`, ...).
+    pub table: String,
+    /// Server name.
+    pub server: String,
+    /// Model class.
+    pub model_class: String,
+    /// Workload.
+    pub workload: String,
+    /// Repetition number (1-based).
+    pub repetition: u32,
+    /// The run id shared by the rows of one run.
+    pub run_id: String,
+}
+
+/// The result row for a measured run.
+pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Machine) -> ResultRow {
+    let lat = &result.stats.latency;
+    let unc = &result.stats.latency_uncorrected;
+    let errors = result.stats.errors;
+    let mut notes =
+        vec!["server-side costs not measured by `load` (the suite fills them)".to_string()];
+    if let Some(reason) = &result.partial {
+        notes.insert(0, format!("partial: {reason}"));
+    }
+    if result.stats.ports_exhausted {
+        notes.push(PORTS_HINT.to_string());
+    }
+    ResultRow {
+        run_id: labels.run_id.clone(),
+        time: meta::now_iso8601(),
+        git_rev: machine.git_rev.clone(),
+        host: machine.host.clone(),
+        cpu_model: machine.cpu_model.clone(),
+        cores: machine.cores,
+        kernel: machine.kernel.clone(),
+        table: labels.table.clone(),
+        server: labels.server.clone(),
+        model_class: labels.model_class.clone(),
+        workload: labels.workload.clone(),
+        protocol: if spec.raw { "raw" } else { "http" }.into(),
+        conn_mode: if spec.keep_alive {
+            "keep-alive"
+        } else {
+            "per-request"
+        }
+        .into(),
+        concurrency: spec.concurrency,
+        threads: spec.threads,
+        requests: Na(spec.requests),
+        duration_s: Na(spec.duration.map(|d| d.as_secs_f64())),
+        rate: Na(spec.rate),
+        repetition: labels.repetition,
+        elapsed_s: result.elapsed.as_secs_f64(),
+        ok: result.stats.ok,
+        err_connect: errors.connect,
+        err_reset: errors.reset,
+        err_timeout: errors.timeout,
+        err_status: errors.status,
+        err_malformed: errors.malformed,
+        err_closed: errors.closed,
+        rps: result.rps(),
+        lat_mean_ms: Na((!lat.is_empty()).then(|| lat.mean() / 1000.0)),
+        lat_p50_ms: ms(lat, 0.5),
+        lat_p90_ms: ms(lat, 0.9),
+        lat_p99_ms: ms(lat, 0.99),
+        lat_p999_ms: ms(lat, 0.999),
+        lat_max_ms: Na((!lat.is_empty()).then(|| lat.max() as f64 / 1000.0)),
+        lat_p50_uncorrected_ms: ms(unc, 0.5),
+        lat_p99_uncorrected_ms: ms(unc, 0.99),
+        connections: result.stats.connections,
+        client_cpu_pct: result.client_cpu_pct(spec.threads),
+        server_cpu_user_s: Na(None),
+        server_cpu_sys_s: Na(None),
+        server_ctx_voluntary: Na(None),
+        server_ctx_involuntary: Na(None),
+        server_peak_rss_kb: Na(None),
+        server_threads: Na(None),
+        server_processes: Na(None),
+        partial: result.partial.is_some(),
+        notes: notes.join("; "),
+    }
+}
+
+/// What to do when connections per request run out of local ports.
+pub const PORTS_HINT: &str = "ran out of local ports (EADDRNOTAVAIL): closed connections wait in \
+     TIME_WAIT and hold theirs; use -k, a lower rate, or --source-addrs N to spread connections \
+     over 127.0.0.1..N";

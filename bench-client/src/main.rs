@@ -1,0 +1,289 @@
+//! `bench-client`: archbench's load generator (`load`) and histogram tools (`merge`).
+//!
+//! Exit codes: 0 done; 1 done but with errors (or stopped early); 2 bad usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bench_client::load::{self, EngineKind, Labels};
+use bench_client::meta::{self, Machine};
+use bench_client::output;
+use bench_client::target::Target;
+use bench_client::LoadSpec;
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use serverkit::cli::parse_duration;
+
+/// archbench load generator.
+#[derive(Parser)]
+#[command(name = "bench-client", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send load to one target and report throughput, latency and errors.
+    Load(Box<LoadArgs>),
+    /// Merge saved latency histograms (from --save-hist, e.g. from several hosts) and print
+    /// their percentiles.
+    Merge {
+        /// Histogram files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `--warmup`: a number of requests or a duration.
+#[derive(Debug, Clone, Copy)]
+enum Warmup {
+    Requests(u64),
+    Duration(Duration),
+}
+
+fn parse_warmup(text: &str) -> Result<Warmup, String> {
+    match text.parse::<u64>() {
+        Ok(n) => Ok(Warmup::Requests(n)),
+        Err(_) => parse_duration(text).map(Warmup::Duration),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!(
+            "'{text}' is not a positive rate (requests per second)"
+        )),
+    }
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// Target: URL (http://127.0.0.1:8080/path) or host:port.
+    target: Target,
+
+    /// Total requests (ab's -n). Without -n or -d: 10 s.
+    #[arg(short = 'n', long = "requests", value_parser = clap::value_parser!(u64).range(1..))]
+    requests: Option<u64>,
+
+    /// Requests in flight at once: one per connection (ab's -c).
+    #[arg(short = 'c', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    concurrency: u32,
+
+    /// How long to send (wrk's -d), e.g. 5s; with -n, whichever ends first.
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+
+    /// Threads, each running its own event loop over its share of the connections.
+    #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: u32,
+
+    /// Keep connections alive; without it, a new connection per request (as ab and the paper).
+    #[arg(short = 'k', long)]
+    keep_alive: bool,
+
+    /// Open loop: total requests per second, each sent at its scheduled time; latency counts
+    /// from that time (coordinated omission corrected).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+
+    /// Protocol: http, or raw (the paper's: connect, read HelloWorld\n until close).
+    #[arg(long, value_enum, default_value_t = serverkit::Protocol::Http)]
+    protocol: serverkit::Protocol,
+
+    /// Time allowed for one request, connect included.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+
+    /// Unmeasured warm-up before the run: a number of requests or a duration (e.g. 2s).
+    #[arg(long, value_parser = parse_warmup)]
+    warmup: Option<Warmup>,
+
+    /// Spread connections over N source addresses 127.0.0.1..N (against TIME_WAIT port
+    /// exhaustion with a connection per request).
+    #[arg(long, default_value_t = 0)]
+    source_addrs: u8,
+
+    /// Append one result row to this CSV file (header written once; atomic).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+
+    /// Print the result as JSON on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+
+    /// Save the latency histogram (HdrHistogram V2) to this file, for `merge`.
+    #[arg(long)]
+    save_hist: Option<PathBuf>,
+
+    /// Engine: epoll (default) or tokio.
+    #[arg(long, value_enum, default_value_t = EngineKind::Epoll)]
+    engine: EngineKind,
+
+    /// Label for the server column of result rows.
+    #[arg(long, default_value = "NA")]
+    server: String,
+
+    /// Label for the workload column of result rows.
+    #[arg(long, default_value = "NA")]
+    workload: String,
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = serverkit::cli::parse();
+    match cli.command {
+        Command::Load(args) => load_command(*args),
+        Command::Merge { files } => merge_command(&files),
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message} (see --help)");
+    ExitCode::from(2)
+}
+
+fn load_command(args: LoadArgs) -> ExitCode {
+    if args.source_addrs > 0 && !args.target.addr.ip().is_loopback() {
+        return usage_error("--source-addrs spreads over 127.0.0.x and needs a loopback target");
+    }
+    let concurrency = args.concurrency as usize;
+    let spec = LoadSpec {
+        target: args.target.clone(),
+        requests: args.requests,
+        duration: args.duration.or(if args.requests.is_none() {
+            Some(Duration::from_secs(10))
+        } else {
+            None
+        }),
+        concurrency,
+        threads: (args.threads as usize).min(concurrency),
+        keep_alive: args.keep_alive,
+        rate: args.rate,
+        raw: args.protocol == serverkit::Protocol::Raw,
+        timeout: args.timeout,
+        source_addrs: args.source_addrs,
+    };
+    if spec.raw && spec.keep_alive {
+        return usage_error("-k does not apply to the raw protocol (one answer per connection)");
+    }
+    if let Err(message) = load::preflight(&spec) {
+        eprintln!("bench-client: {message}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = load::catch_sigint() {
+        eprintln!("bench-client: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(warmup) = args.warmup {
+        let (requests, duration) = match warmup {
+            Warmup::Requests(n) => (Some(n), None),
+            Warmup::Duration(d) => (None, Some(d)),
+        };
+        let warm = LoadSpec {
+            requests,
+            duration,
+            ..spec.clone()
+        };
+        if let Err(e) = load::run(&warm, args.engine, false) {
+            eprintln!("bench-client: warm-up failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = match load::run(&spec, args.engine, !args.json) {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("bench-client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let machine = Machine::describe();
+    let labels = Labels {
+        table: "load".into(),
+        server: args.server.clone(),
+        model_class: "NA".into(),
+        workload: args.workload.clone(),
+        repetition: 1,
+        run_id: meta::new_run_id(),
+    };
+    let row = load::row(&spec, &result, &labels, &machine);
+    let client_bound = row.client_cpu_pct > 80.0;
+    if args.json {
+        match serde_json::to_string_pretty(&row) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("bench-client: {e}"),
+        }
+    } else {
+        print!(
+            "{}",
+            output::summary(
+                &row,
+                &spec.target.to_string(),
+                spec.rate.is_some(),
+                client_bound
+            )
+        );
+        if result.stats.ports_exhausted {
+            println!("hint      {}", load::PORTS_HINT);
+        }
+    }
+    let mut failed = false;
+    if let Some(path) = &args.csv {
+        if let Err(e) = output::append_csv(path, &[row]) {
+            eprintln!("bench-client: cannot write {}: {e}", path.display());
+            failed = true;
+        }
+    }
+    if let Some(path) = &args.save_hist {
+        let mut bytes = Vec::new();
+        let saved = V2Serializer::new()
+            .serialize(&result.stats.latency, &mut bytes)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))
+            .and_then(|_| output::write_atomic(path, &bytes));
+        if let Err(e) = saved {
+            eprintln!(
+                "bench-client: cannot save histogram to {}: {e}",
+                path.display()
+            );
+            failed = true;
+        }
+    }
+    if failed || result.partial.is_some() || result.stats.errors.total() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn merge_command(files: &[PathBuf]) -> ExitCode {
+    let mut merged = bench_client::engine::new_histogram();
+    for path in files {
+        let loaded = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                Deserializer::new()
+                    .deserialize::<u64, _>(&mut bytes.as_slice())
+                    .map_err(|e| format!("not a histogram: {e:?}"))
+            })
+            .and_then(|h| merged.add(&h).map_err(|e| format!("{e:?}")));
+        if let Err(e) = loaded {
+            eprintln!("bench-client: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("requests  {}", merged.len());
+    if merged.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    println!("mean      {:.3} ms", merged.mean() / 1000.0);
+    for q in [0.5, 0.9, 0.99, 0.999] {
+        println!(
+            "p{:<8} {:.3} ms",
+            q * 100.0,
+            merged.value_at_quantile(q) as f64 / 1000.0
+        );
+    }
+    println!("max       {:.3} ms", merged.max() as f64 / 1000.0);
+    ExitCode::SUCCESS
+}

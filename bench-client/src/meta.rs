@@ -1,0 +1,132 @@
+//! The machine and the moment a result was measured: every row carries them.
+
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where and when a run happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// Host name.
+    pub host: String,
+    /// CPU model name from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// CPUs this process may run on.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Short git revision of the working directory's repository, or `NA`.
+    pub git_rev: String,
+}
+
+impl Machine {
+    /// Reads the machine description (never fails: an unknown field is `NA`).
+    pub fn describe() -> Machine {
+        let uname = nix::sys::utsname::uname().ok();
+        let host = uname
+            .as_ref()
+            .map(|u| u.nodename().to_string_lossy().into_owned())
+            .unwrap_or_else(|| "NA".into());
+        let kernel = uname
+            .as_ref()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_else(|| "NA".into());
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "NA".into());
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        let git_rev = Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "NA".into());
+        Machine {
+            host,
+            cpu_model,
+            cores,
+            kernel,
+            git_rev,
+        }
+    }
+}
+
+/// Seconds since the epoch as an ISO-8601 UTC timestamp (`2026-11-23T06:01:02Z`).
+pub fn iso8601(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let t = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+/// The current time as [`iso8601`].
+pub fn now_iso8601() -> String {
+    iso8601(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+/// A run id: UTC time and process id, sortable (`20261123T060102Z-4242`).
+pub fn new_run_id() -> String {
+    let stamp: String = now_iso8601()
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    format!("{stamp}-{}", std::process::id())
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (era arithmetic: 400-year cycles
+/// of 146097 days, years starting in March so the leap day falls last).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_correct_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(1_795_417_262), "2026-11-23T07:01:02Z");
+    }
+
+    #[test]
+    fn machine_fields_are_filled() {
+        let m = Machine::describe();
+        assert!(m.cores >= 1);
+        assert!(!m.host.is_empty() && !m.kernel.is_empty());
+    }
+}

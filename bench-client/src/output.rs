@@ -1,0 +1,456 @@
+//! Results: one tidy row schema for CSV and JSON, atomic file writes, the human summary.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A value that may be missing; written `NA` (the `notes` column of the row says why).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Na<T>(pub Option<T>);
+
+impl<T: Serialize> Serialize for Na<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(v) => v.serialize(s),
+            None => s.serialize_str("NA"),
+        }
+    }
+}
+
+impl<'de, T: std::str::FromStr> Deserialize<'de> for Na<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Float(f64),
+            Int(u64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::Float(f) => f.to_string(),
+            Raw::Int(i) => i.to_string(),
+        };
+        if text == "NA" || text.is_empty() {
+            return Ok(Na(None));
+        }
+        text.parse()
+            .map(|v| Na(Some(v)))
+            .map_err(|_| serde::de::Error::custom(format!("bad value {text:?}")))
+    }
+}
+
+/// One measured cell and repetition: the schema of every CSV and JSON result (see
+/// results/README.md for each column).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    // Identity
+    /// Id shared by the rows of one run (UTC time and pid).
+    pub run_id: String,
+    /// When the row was measured (UTC, ISO 8601).
+    pub time: String,
+    /// Short git revision of the working directory, or NA.
+    pub git_rev: String,
+    /// Host name.
+    pub host: String,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// CPUs available to the client process.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    // Cell
+    /// Which table the row belongs to (`load`, `paper-1`, `paper-2`, a preset name).
+    pub table: String,
+    /// Server measured (binary or peer name).
+    pub server: String,
+    /// Concurrency model class of the server.
+    pub model_class: String,
+    /// Server workload (`hello`, `delay:100ms`, `cpu:200us`).
+    pub workload: String,
+    /// `http` or `raw`.
+    pub protocol: String,
+    /// `per-request` (a new connection per request) or `keep-alive`.
+    pub conn_mode: String,
+    /// Connections (requests in flight) at once.
+    pub concurrency: usize,
+    /// Client threads.
+    pub threads: usize,
+    /// Requests asked for (`-n`), or NA for a duration run.
+    pub requests: Na<u64>,
+    /// Duration asked for (`-d`) in seconds, or NA.
+    pub duration_s: Na<f64>,
+    /// Open-loop rate in requests per second, or NA (closed loop).
+    pub rate: Na<f64>,
+    /// Repetition number of this cell, from 1.
+    pub repetition: u32,
+    // Client side
+    /// Measured wall time in seconds.
+    pub elapsed_s: f64,
+    /// Whole, valid responses.
+    pub ok: u64,
+    /// Connections that could not be made.
+    pub err_connect: u64,
+    /// Connections reset with a request in flight.
+    pub err_reset: u64,
+    /// Requests without a whole response within the timeout.
+    pub err_timeout: u64,
+    /// Responses with a status other than 200.
+    pub err_status: u64,
+    /// Responses that are not valid (unparsable, wrong length or raw answer).
+    pub err_malformed: u64,
+    /// Connections closed by the server before the whole response.
+    pub err_closed: u64,
+    /// Valid responses per second of elapsed time.
+    pub rps: f64,
+    /// Mean latency in ms (from the scheduled time in open loop).
+    pub lat_mean_ms: Na<f64>,
+    /// Median latency in ms.
+    pub lat_p50_ms: Na<f64>,
+    /// 90th percentile latency in ms.
+    pub lat_p90_ms: Na<f64>,
+    /// 99th percentile latency in ms.
+    pub lat_p99_ms: Na<f64>,
+    /// 99.9th percentile latency in ms.
+    pub lat_p999_ms: Na<f64>,
+    /// Largest latency in ms.
+    pub lat_max_ms: Na<f64>,
+    /// Median latency from the actual send time (differs in open loop).
+    pub lat_p50_uncorrected_ms: Na<f64>,
+    /// 99th percentile latency from the actual send time.
+    pub lat_p99_uncorrected_ms: Na<f64>,
+    /// Connections the client opened.
+    pub connections: u64,
+    /// Client CPU use as a percentage of its threads' capacity.
+    pub client_cpu_pct: f64,
+    // Server side (filled by the suite runner)
+    /// Server user CPU seconds during the measurement (children included).
+    pub server_cpu_user_s: Na<f64>,
+    /// Server system CPU seconds during the measurement (children included).
+    pub server_cpu_sys_s: Na<f64>,
+    /// Server voluntary context switches during the measurement.
+    pub server_ctx_voluntary: Na<u64>,
+    /// Server involuntary context switches during the measurement.
+    pub server_ctx_involuntary: Na<u64>,
+    /// Largest resident set of the server (of any one of its processes) in KiB.
+    pub server_peak_rss_kb: Na<u64>,
+    /// Most server threads seen at once (all its processes).
+    pub server_threads: Na<u64>,
+    /// Most server processes seen at once.
+    pub server_processes: Na<u64>,
+    /// True when the run stopped early (the notes say why).
+    pub partial: bool,
+    /// Why a value is NA, why a run is partial, hints.
+    pub notes: String,
+}
+
+/// The CSV header, derived from [`ResultRow`] (stable: a test pins it).
+pub fn csv_header() -> String {
+    let mut writer = csv::Writer::from_writer(vec![]);
+    writer
+        .serialize(ResultRow::example())
+        .expect("serialize example");
+    let bytes = writer.into_inner().expect("flush");
+    String::from_utf8(bytes)
+        .expect("utf8")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl ResultRow {
+    /// A row with every field set, for tests and the header.
+    pub fn example() -> ResultRow {
+        ResultRow {
+            run_id: "r".into(),
+            time: "t".into(),
+            git_rev: "g".into(),
+            host: "h".into(),
+            cpu_model: "c".into(),
+            cores: 2,
+            kernel: "k".into(),
+            table: "load".into(),
+            server: "s".into(),
+            model_class: "m".into(),
+            workload: "hello".into(),
+            protocol: "http".into(),
+            conn_mode: "keep-alive".into(),
+            concurrency: 10,
+            threads: 1,
+            requests: Na(Some(100)),
+            duration_s: Na(None),
+            rate: Na(None),
+            repetition: 1,
+            elapsed_s: 1.5,
+            ok: 100,
+            err_connect: 0,
+            err_reset: 0,
+            err_timeout: 0,
+            err_status: 0,
+            err_malformed: 0,
+            err_closed: 0,
+            rps: 66.7,
+            lat_mean_ms: Na(Some(1.0)),
+            lat_p50_ms: Na(Some(1.0)),
+            lat_p90_ms: Na(Some(1.0)),
+            lat_p99_ms: Na(Some(1.0)),
+            lat_p999_ms: Na(Some(1.0)),
+            lat_max_ms: Na(Some(1.0)),
+            lat_p50_uncorrected_ms: Na(Some(1.0)),
+            lat_p99_uncorrected_ms: Na(Some(1.0)),
+            connections: 10,
+            client_cpu_pct: 12.5,
+            server_cpu_user_s: Na(None),
+            server_cpu_sys_s: Na(None),
+            server_ctx_voluntary: Na(None),
+            server_ctx_involuntary: Na(None),
+            server_peak_rss_kb: Na(None),
+            server_threads: Na(None),
+            server_processes: Na(None),
+            partial: false,
+            notes: String::new(),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename. A reader
+/// sees the old file or the new one, never half of either.
+///
+/// # Errors
+/// Any I/O error; `path` is then unchanged.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?;
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Appends rows to a CSV file, writing the header when the file is new. The file is rewritten
+/// atomically under an exclusive lock, so concurrent runs do not lose rows and a crash leaves
+/// the old file whole.
+///
+/// # Errors
+/// I/O errors, or an existing file whose header differs (it is left untouched).
+pub fn append_csv(path: &Path, rows: &[ResultRow]) -> io::Result<()> {
+    let lock_path = path.with_extension("csv.lock");
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let lock_file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| io::Error::from(e))?;
+    let header = csv_header();
+    let mut content = match fs::read_to_string(path) {
+        Ok(existing) if existing.is_empty() => String::new(),
+        Ok(existing) => {
+            if existing.lines().next() != Some(header.as_str()) {
+                return Err(io::Error::other(format!(
+                    "{} has a different header (another schema version?); not appending to it",
+                    path.display()
+                )));
+            }
+            if !existing.ends_with('\n') {
+                return Err(io::Error::other(format!(
+                    "{} ends mid-line; not appending",
+                    path.display()
+                )));
+            }
+            existing
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(content.is_empty())
+        .from_writer(vec![]);
+    for row in rows {
+        writer.serialize(row).map_err(io::Error::other)?;
+    }
+    let new_rows = writer
+        .into_inner()
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    content.push_str(&String::from_utf8_lossy(&new_rows));
+    write_atomic(path, content.as_bytes())
+}
+
+/// Reads every row of a results CSV.
+///
+/// # Errors
+/// I/O or parse errors.
+pub fn read_csv(path: &Path) -> io::Result<Vec<ResultRow>> {
+    let mut reader = csv::Reader::from_path(path).map_err(io::Error::other)?;
+    reader
+        .deserialize()
+        .map(|r| r.map_err(io::Error::other))
+        .collect()
+}
+
+fn fmt_ms(v: Na<f64>) -> String {
+    match v.0 {
+        Some(ms) if ms < 10.0 => format!("{ms:.3}"),
+        Some(ms) => format!("{ms:.1}"),
+        None => "NA".into(),
+    }
+}
+
+/// The human summary of one row.
+pub fn summary(row: &ResultRow, target: &str, open_loop: bool, client_bound: bool) -> String {
+    let mut s = String::new();
+    let load = match (row.requests.0, row.duration_s.0) {
+        (Some(n), _) => format!("{n} requests"),
+        (None, Some(d)) => format!("{d} s"),
+        _ => String::new(),
+    };
+    let shape = match row.rate.0 {
+        Some(rate) => format!("open loop at {rate} req/s"),
+        None => "closed loop".into(),
+    };
+    let _ = writeln!(
+        s,
+        "target    {target} ({}, {})",
+        row.protocol, row.conn_mode
+    );
+    let _ = writeln!(
+        s,
+        "load      {load}, {} connections, {} threads, {shape}",
+        row.concurrency, row.threads
+    );
+    let errors = row.err_connect
+        + row.err_reset
+        + row.err_timeout
+        + row.err_status
+        + row.err_malformed
+        + row.err_closed;
+    let _ = writeln!(
+        s,
+        "elapsed   {:.3} s   {} ok, {errors} errors, {} connections opened",
+        row.elapsed_s, row.ok, row.connections
+    );
+    let _ = writeln!(s, "req/s     {:.1}", row.rps);
+    let _ = writeln!(
+        s,
+        "latency   mean {}  p50 {}  p90 {}  p99 {}  p99.9 {}  max {} (ms)",
+        fmt_ms(row.lat_mean_ms),
+        fmt_ms(row.lat_p50_ms),
+        fmt_ms(row.lat_p90_ms),
+        fmt_ms(row.lat_p99_ms),
+        fmt_ms(row.lat_p999_ms),
+        fmt_ms(row.lat_max_ms)
+    );
+    if open_loop {
+        let _ = writeln!(
+            s,
+            "          (from each request's scheduled time; uncorrected: p50 {}  p99 {})",
+            fmt_ms(row.lat_p50_uncorrected_ms),
+            fmt_ms(row.lat_p99_uncorrected_ms)
+        );
+    }
+    if errors > 0 {
+        let _ = writeln!(
+            s,
+            "errors    connect {}, reset {}, timeout {}, status {}, malformed {}, closed {}",
+            row.err_connect,
+            row.err_reset,
+            row.err_timeout,
+            row.err_status,
+            row.err_malformed,
+            row.err_closed
+        );
+    }
+    let _ = writeln!(
+        s,
+        "client    {:.0}% CPU of its {} threads",
+        row.client_cpu_pct, row.threads
+    );
+    if client_bound {
+        let _ = writeln!(
+            s,
+            "warning   client-bound: the client used over 80% of its threads' CPU, so these figures \
+             may measure the client; add threads (-t) or cores"
+        );
+    }
+    if row.partial {
+        let _ = writeln!(s, "PARTIAL   {}", row.notes);
+    } else if !row.notes.is_empty() {
+        let _ = writeln!(s, "note      {}", row.notes);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_stable() {
+        assert_eq!(
+            csv_header(),
+            "run_id,time,git_rev,host,cpu_model,cores,kernel,table,server,model_class,workload,\
+             protocol,conn_mode,concurrency,threads,requests,duration_s,rate,repetition,elapsed_s,ok,\
+             err_connect,err_reset,err_timeout,err_status,err_malformed,err_closed,rps,lat_mean_ms,\
+             lat_p50_ms,lat_p90_ms,lat_p99_ms,lat_p999_ms,lat_max_ms,lat_p50_uncorrected_ms,\
+             lat_p99_uncorrected_ms,connections,client_cpu_pct,server_cpu_user_s,server_cpu_sys_s,\
+             server_ctx_voluntary,server_ctx_involuntary,server_peak_rss_kb,server_threads,\
+             server_processes,partial,notes"
+        );
+    }
+
+    #[test]
+    fn rows_round_trip_through_csv_with_na() {
+        let dir = std::env::temp_dir().join(format!("archbench-csv-{}", std::process::id()));
+        let path = dir.join("out.csv");
+        let _ = fs::remove_file(&path);
+        let first = ResultRow::example();
+        let second = ResultRow {
+            repetition: 2,
+            lat_p99_ms: Na(None),
+            ..ResultRow::example()
+        };
+        append_csv(&path, std::slice::from_ref(&first)).unwrap();
+        append_csv(&path, std::slice::from_ref(&second)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("run_id,").count(), 1, "header written once");
+        assert!(text.contains(",NA,"));
+        assert_eq!(read_csv(&path).unwrap(), vec![first, second]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_with_another_header_is_left_alone() {
+        let dir = std::env::temp_dir().join(format!("archbench-hdr-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("other.csv");
+        fs::write(&path, "a,b\n1,2\n").unwrap();
+        let err = append_csv(&path, &[ResultRow::example()]).unwrap_err();
+        assert!(err.to_string().contains("different header"));
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a,b\n1,2\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

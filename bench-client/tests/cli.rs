@@ -1,0 +1,146 @@
+//! The `bench-client` binary: outputs, exit codes, messages.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use bench_client::output::{read_csv, ResultRow};
+use support::{Behaviour, TestServer};
+
+fn bench_client(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bench-client"))
+        .args(args)
+        .output()
+        .expect("run bench-client")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("archbench-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn csv_and_json_carry_the_same_figures() {
+    let server = TestServer::start(Behaviour::Hello);
+    let dir = temp_dir("csvjson");
+    let csv = dir.join("runs.csv");
+    let csv_arg = csv.to_str().unwrap();
+    let out = bench_client(&[
+        "load",
+        "-n",
+        "300",
+        "-c",
+        "3",
+        "-k",
+        "--json",
+        "--csv",
+        csv_arg,
+        &server.url(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_json: ResultRow = serde_json::from_slice(&out.stdout).expect("stdout is one JSON row");
+    let rows = read_csv(&csv).unwrap();
+    assert_eq!(rows, vec![from_json.clone()]);
+    assert_eq!(
+        (from_json.ok, from_json.connections, from_json.concurrency),
+        (300, 3, 3)
+    );
+    assert_eq!(from_json.conn_mode, "keep-alive");
+    assert!(from_json.rps > 0.0 && from_json.lat_p50_ms.0.is_some());
+
+    // A second run appends a row under the same header.
+    let out = bench_client(&["load", "-n", "10", "--csv", csv_arg, &server.url()]);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert_eq!(text.matches("run_id").count(), 1);
+    assert_eq!(read_csv(&csv).unwrap()[1].ok, 10);
+}
+
+#[test]
+fn summary_names_the_figures() {
+    let server = TestServer::start(Behaviour::Hello);
+    let out = bench_client(&["load", "-n", "100", "-c", "2", &server.addr.to_string()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in ["req/s", "p50", "p99.9", "max", "100 ok, 0 errors", "CPU"] {
+        assert!(text.contains(word), "summary lacks {word:?}:\n{text}");
+    }
+}
+
+#[test]
+fn errors_give_exit_1_and_are_reported_by_kind() {
+    let server = TestServer::start(Behaviour::Status500);
+    let out = bench_client(&["load", "-n", "5", "-c", "1", &server.url()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("status 5"), "{text}");
+}
+
+#[test]
+fn an_unreachable_target_gets_a_clear_message() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = bench_client(&["load", "-n", "5", &format!("127.0.0.1:{port}")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("cannot connect") && stderr.contains("is the server running?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn bad_usage_is_one_line_and_exit_2() {
+    for args in [
+        &["load", "--no-such-flag", "127.0.0.1:1"][..],
+        &["load", "-c", "0", "127.0.0.1:1"],
+        &["load", "--rate", "-5", "127.0.0.1:1"],
+        &["load", "-d", "5", "127.0.0.1:1"],
+        &["load", "https://127.0.0.1:1/"],
+        &["load", "--protocol", "raw", "-k", "127.0.0.1:1"],
+    ] {
+        let out = bench_client(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn saved_histograms_merge() {
+    let server = TestServer::start(Behaviour::Hello);
+    let dir = temp_dir("hist");
+    let (a, b) = (dir.join("a.hist"), dir.join("b.hist"));
+    for (path, n) in [(&a, "120"), (&b, "80")] {
+        let out = bench_client(&[
+            "load",
+            "-n",
+            n,
+            "--save-hist",
+            path.to_str().unwrap(),
+            &server.url(),
+        ]);
+        assert!(out.status.success());
+    }
+    let out = bench_client(&["merge", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("requests  200\n"), "{text}");
+    assert!(text.contains("p99"));
+    let bad = dir.join("bad.hist");
+    std::fs::write(&bad, b"not a histogram").unwrap();
+    let out = bench_client(&["merge", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+}

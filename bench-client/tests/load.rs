@@ -1,0 +1,256 @@
+//! The engines against the scriptable test server: counts, concurrency, latency, error kinds,
+//! coordinated omission. Every check runs on both engines.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bench_client::load::{self, EngineKind, LoadResult};
+use bench_client::LoadSpec;
+use support::{Behaviour, TestServer};
+
+/// Picks one error kind's count.
+type Kind = fn(&bench_client::ErrorCounts) -> u64;
+
+const ENGINES: [EngineKind; 2] = [EngineKind::Epoll, EngineKind::Tokio];
+
+fn spec(server: &TestServer, n: u64, c: usize) -> LoadSpec {
+    LoadSpec {
+        target: server.url().parse().unwrap(),
+        requests: Some(n),
+        duration: None,
+        concurrency: c,
+        threads: 1,
+        keep_alive: false,
+        rate: None,
+        raw: false,
+        timeout: Duration::from_secs(5),
+        source_addrs: 0,
+    }
+}
+
+fn run(spec: &LoadSpec, engine: EngineKind) -> LoadResult {
+    load::run(spec, engine, false).expect("engine runs")
+}
+
+#[test]
+fn n_is_exact_and_a_connection_per_request_without_k() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Hello);
+        let spec = LoadSpec {
+            threads: 2,
+            ..spec(&server, 503, 7)
+        };
+        let result = run(&spec, engine);
+        assert_eq!(result.stats.ok, 503, "{engine:?}");
+        assert_eq!(result.stats.errors.total(), 0, "{engine:?}");
+        assert_eq!(
+            server.counters.requests.load(Ordering::SeqCst),
+            503,
+            "{engine:?}"
+        );
+        assert_eq!(
+            server.connections(),
+            503,
+            "{engine:?}: one connection per request"
+        );
+        assert_eq!(result.stats.connections, 503);
+        assert_eq!(result.stats.latency.len(), 503);
+    }
+}
+
+#[test]
+fn keep_alive_opens_exactly_c_connections() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Hello);
+        let spec = LoadSpec {
+            keep_alive: true,
+            threads: 2,
+            ..spec(&server, 1000, 5)
+        };
+        let result = run(&spec, engine);
+        assert_eq!(result.stats.ok, 1000, "{engine:?}");
+        assert_eq!(server.counters.requests.load(Ordering::SeqCst), 1000);
+        assert_eq!(
+            server.connections(),
+            5,
+            "{engine:?}: keep-alive reuses c connections"
+        );
+    }
+}
+
+#[test]
+fn at_most_c_requests_are_in_flight() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Delay(Duration::from_millis(10)));
+        let result = run(
+            &LoadSpec {
+                keep_alive: true,
+                ..spec(&server, 60, 4)
+            },
+            engine,
+        );
+        assert_eq!(result.stats.ok, 60);
+        assert_eq!(
+            server.counters.max_in_flight.load(Ordering::SeqCst),
+            4,
+            "{engine:?}"
+        );
+    }
+}
+
+#[test]
+fn p50_against_a_50ms_server_is_50ms() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Delay(Duration::from_millis(50)));
+        let result = run(&spec(&server, 40, 4), engine);
+        let p50 = result.stats.latency.value_at_quantile(0.5) as f64 / 1000.0;
+        assert!((50.0..56.0).contains(&p50), "{engine:?}: p50 {p50} ms");
+    }
+}
+
+#[test]
+fn each_error_kind_is_counted() {
+    let refused_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for engine in ENGINES {
+        let refused = LoadSpec {
+            target: format!("127.0.0.1:{refused_port}").parse().unwrap(),
+            ..spec(&TestServer::start(Behaviour::Hello), 6, 2)
+        };
+        let errors = run(&refused, engine).stats.errors;
+        assert_eq!(
+            (errors.connect, errors.total()),
+            (6, 6),
+            "{engine:?} refused: {errors:?}"
+        );
+
+        let cases: [(Behaviour, Kind); 5] = [
+            (Behaviour::ResetMidResponse, |e| e.reset),
+            (Behaviour::Status500, |e| e.status),
+            (Behaviour::EarlyClose, |e| e.closed),
+            (Behaviour::Garbage, |e| e.malformed),
+            (Behaviour::Stall, |e| e.timeout),
+        ];
+        for (behaviour, kind) in cases {
+            let server = TestServer::start(behaviour);
+            let spec = LoadSpec {
+                timeout: Duration::from_millis(200),
+                ..spec(&server, 6, 2)
+            };
+            let result = run(&spec, engine);
+            let errors = result.stats.errors;
+            assert_eq!(result.stats.ok, 0, "{engine:?} {behaviour:?}");
+            assert_eq!(
+                (kind(&errors), errors.total()),
+                (6, 6),
+                "{engine:?} {behaviour:?}: {errors:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn open_loop_corrects_for_coordinated_omission() {
+    for engine in ENGINES {
+        let pause = Duration::from_millis(500);
+        let server = TestServer::start(Behaviour::StallOnce { at: 50, pause });
+        let spec = LoadSpec {
+            requests: None,
+            duration: Some(Duration::from_secs(2)),
+            rate: Some(100.0),
+            keep_alive: true,
+            ..spec(&server, 0, 1)
+        };
+        let result = run(&spec, engine);
+        let corrected = result.stats.latency.value_at_quantile(0.99) as f64 / 1000.0;
+        let uncorrected = result.stats.latency_uncorrected.value_at_quantile(0.99) as f64 / 1000.0;
+        assert!(
+            (190..=201).contains(&(result.stats.ok as i64)),
+            "{engine:?}: {} ok",
+            result.stats.ok
+        );
+        assert!(
+            corrected >= 400.0,
+            "{engine:?}: corrected p99 {corrected} ms hides the stall"
+        );
+        assert!(
+            uncorrected < 50.0,
+            "{engine:?}: uncorrected p99 {uncorrected} ms"
+        );
+        assert!(
+            result.stats.latency.max() >= 490_000,
+            "the stalled request itself"
+        );
+    }
+}
+
+#[test]
+fn raw_protocol_reads_hello_until_close() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Raw);
+        let result = run(
+            &LoadSpec {
+                raw: true,
+                ..spec(&server, 50, 5)
+            },
+            engine,
+        );
+        assert_eq!(
+            (result.stats.ok, result.stats.errors.total()),
+            (50, 0),
+            "{engine:?}"
+        );
+        assert_eq!(server.connections(), 50);
+    }
+}
+
+#[test]
+fn a_duration_run_stops_on_time() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Hello);
+        let spec = LoadSpec {
+            requests: None,
+            duration: Some(Duration::from_millis(500)),
+            keep_alive: true,
+            ..spec(&server, 0, 2)
+        };
+        let started = std::time::Instant::now();
+        let result = run(&spec, engine);
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{engine:?}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(result.elapsed, Duration::from_millis(500));
+        assert!(result.stats.ok > 100, "{engine:?}");
+        assert!(result.partial.is_none());
+    }
+}
+
+#[test]
+fn a_dead_target_ends_the_run_as_partial() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let spec = LoadSpec {
+        target: format!("127.0.0.1:{port}").parse().unwrap(),
+        requests: None,
+        duration: Some(Duration::from_secs(30)),
+        ..spec(&TestServer::start(Behaviour::Hello), 0, 4)
+    };
+    let started = std::time::Instant::now();
+    let result = run(&spec, EngineKind::Epoll);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "gave up late: {:?}",
+        started.elapsed()
+    );
+    let reason = result.partial.expect("marked partial");
+    assert!(reason.contains("stopped accepting"), "{reason}");
+    assert!(result.stats.errors.connect >= bench_client::engine::GIVE_UP_AFTER_FAILED_CONNECTS);
+}

@@ -1,0 +1,166 @@
+//! A scriptable test server: thread per connection, counts what the client does, and
+//! misbehaves on request.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// How the server answers each request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Behaviour {
+    /// 200 `HelloWorld\n`, keep-alive unless the request says close.
+    Hello,
+    /// Like Hello, after a pause.
+    Delay(Duration),
+    /// 500.
+    Status500,
+    /// Half a response, then a reset (SO_LINGER 0).
+    ResetMidResponse,
+    /// Half a response, then a clean close.
+    EarlyClose,
+    /// Bytes that are not HTTP.
+    Garbage,
+    /// Never answer.
+    Stall,
+    /// Like Hello, but the whole server pauses once for this long at request number `at`.
+    StallOnce { at: u64, pause: Duration },
+    /// Raw protocol: `HelloWorld\n` on connect, then close.
+    Raw,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TestServer {
+    pub fn start(behaviour: Behaviour) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let pause_gate = Arc::new(Mutex::new(()));
+        let (c, s) = (Arc::clone(&counters), Arc::clone(&stop));
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                c.connections.fetch_add(1, Ordering::SeqCst);
+                let (c, gate) = (Arc::clone(&c), Arc::clone(&pause_gate));
+                thread::spawn(move || serve(stream, behaviour, &c, &gate));
+            }
+        });
+        TestServer {
+            addr,
+            counters,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.counters.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wake the accept loop
+    }
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHelloWorld\n";
+const OK_CLOSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 11\r\n\r\nHelloWorld\n";
+
+fn serve(mut stream: TcpStream, behaviour: Behaviour, c: &Counters, gate: &Mutex<()>) {
+    if behaviour == Behaviour::Raw {
+        let _ = stream.write_all(b"HelloWorld\n");
+        return;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = find(&buf, b"\r\n\r\n") else {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        buf.drain(..end + 4);
+        let close = head.contains("connection: close");
+        let number = c.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let result = match behaviour {
+            Behaviour::Hello | Behaviour::Raw => Ok(()),
+            Behaviour::Delay(d) => {
+                thread::sleep(d);
+                Ok(())
+            }
+            Behaviour::StallOnce { at, pause } => {
+                if number == at {
+                    let _held = gate.lock().unwrap();
+                    thread::sleep(pause);
+                } else {
+                    drop(gate.lock().unwrap());
+                }
+                Ok(())
+            }
+            Behaviour::Status500 => {
+                let _ = stream.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 3\r\n\r\nno\n");
+                Err(())
+            }
+            Behaviour::ResetMidResponse => {
+                let _ = stream.write_all(&OK[..20]);
+                thread::sleep(Duration::from_millis(5));
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                Err(())
+            }
+            Behaviour::EarlyClose => {
+                let _ = stream.write_all(&OK[..20]);
+                Err(())
+            }
+            Behaviour::Garbage => {
+                let _ = stream.write_all(b"SSH-2.0-OpenSSH\r\n\r\n");
+                Err(())
+            }
+            Behaviour::Stall => {
+                thread::sleep(Duration::from_secs(3));
+                Err(())
+            }
+        };
+        c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if result.is_err() {
+            return;
+        }
+        if stream.write_all(if close { OK_CLOSE } else { OK }).is_err() || close {
+            return;
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
