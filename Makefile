@@ -29,3 +29,7 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+## bench: bench-client against wrk and ab (nginx and server-epoll), ratios in results/bench/
+bench:
+	python3 scripts/bench.py

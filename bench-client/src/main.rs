@@ -118,6 +118,12 @@ struct LoadArgs {
     #[arg(long)]
     save_hist: Option<PathBuf>,
 
+    /// Never sleep while requests are in flight (epoll engine only). Costs the client a whole
+    /// core per thread; spares the server the cost of waking the client for every response,
+    /// as wrk's busy loop does. Off by default: on shared cores it steals CPU from the server.
+    #[arg(long)]
+    busy_poll: bool,
+
     /// Engine: epoll (default) or tokio.
     #[arg(long, value_enum, default_value_t = EngineKind::Epoll)]
     engine: EngineKind,
@@ -163,8 +169,12 @@ fn load_command(args: LoadArgs) -> ExitCode {
         rate: args.rate,
         raw: args.protocol == serverkit::Protocol::Raw,
         timeout: args.timeout,
+        busy_poll: args.busy_poll,
         source_addrs: args.source_addrs,
     };
+    if spec.busy_poll && args.engine != EngineKind::Epoll {
+        return usage_error("--busy-poll needs the epoll engine");
+    }
     if spec.raw && spec.keep_alive {
         return usage_error("-k does not apply to the raw protocol (one answer per connection)");
     }

@@ -423,6 +423,17 @@ mod tests {
     }
 
     #[test]
+    fn results_readme_documents_every_column() {
+        let readme = include_str!("../../results/README.md");
+        for column in csv_header().split(',') {
+            assert!(
+                readme.contains(&format!("| `{column}` |")),
+                "results/README.md lacks {column}"
+            );
+        }
+    }
+
+    #[test]
     fn rows_round_trip_through_csv_with_na() {
         let dir = std::env::temp_dir().join(format!("archbench-csv-{}", std::process::id()));
         let path = dir.join("out.csv");

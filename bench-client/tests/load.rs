@@ -26,6 +26,7 @@ fn spec(server: &TestServer, n: u64, c: usize) -> LoadSpec {
         rate: None,
         raw: false,
         timeout: Duration::from_secs(5),
+        busy_poll: false,
         source_addrs: 0,
     }
 }
@@ -98,6 +99,19 @@ fn at_most_c_requests_are_in_flight() {
             "{engine:?}"
         );
     }
+}
+
+#[test]
+fn busy_poll_gives_the_same_counts() {
+    let server = TestServer::start(Behaviour::Hello);
+    let spec = LoadSpec {
+        keep_alive: true,
+        busy_poll: true,
+        ..spec(&server, 500, 4)
+    };
+    let result = run(&spec, EngineKind::Epoll);
+    assert_eq!((result.stats.ok, result.stats.errors.total()), (500, 0));
+    assert_eq!(server.connections(), 4);
 }
 
 #[test]

@@ -157,7 +157,11 @@ impl<'a> Engine<'a> {
             if let Some(end) = self.shared.stop_at {
                 wake = wake.min(end);
             }
-            let millis = wake.saturating_duration_since(now).as_millis().min(100) as u16;
+            let millis = if self.spec.busy_poll {
+                0
+            } else {
+                wake.saturating_duration_since(now).as_millis().min(100) as u16
+            };
             let ready = match self.epoll.wait(&mut events, EpollTimeout::from(millis)) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
