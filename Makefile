@@ -21,7 +21,9 @@ lint:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
 
+# The suite tests start the server binaries beside bench-client: build them all first.
 unit:
+	$(CARGO) build --workspace
 	$(CARGO) test --workspace
 
 fmt:
@@ -33,3 +35,7 @@ clean:
 ## bench: bench-client against wrk and ab (nginx and server-epoll), ratios in results/bench/
 bench:
 	python3 scripts/bench.py
+
+## paper: the paper's Tables 1 and 2 redone (results/paper/latest.md); PAPER_ARGS="--scale 10" etc.
+paper: release
+	./target/release/bench-client paper $(PAPER_ARGS)

@@ -5,7 +5,8 @@
 //! - [`target`]: URL or `host:port` targets;
 //! - [`output`]: the result row schema, atomic CSV/JSON writes, the human summary;
 //! - [`meta`]: machine description and timestamps;
-//! - [`load`]: one load run from start to [`load::LoadResult`].
+//! - [`load`]: one load run from start to [`load::LoadResult`];
+//! - [`suite`]: the suite runner (`paper`, `suite --preset`).
 #![deny(missing_docs)]
 
 pub mod engine;
@@ -13,6 +14,7 @@ pub mod load;
 pub mod meta;
 pub mod output;
 pub mod response;
+pub mod suite;
 pub mod target;
 
 pub use engine::{ErrorCounts, LoadSpec};

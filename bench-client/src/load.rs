@@ -112,22 +112,34 @@ pub fn run(spec: &LoadSpec, engine: EngineKind, show_progress: bool) -> io::Resu
     let shared = Arc::new(Shared::new(spec, start));
     let cpu_before = cpu_time();
     let results: Vec<io::Result<ThreadStats>> = std::thread::scope(|scope| {
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let handles: Vec<_> = (0..spec.threads)
             .map(|t| {
                 let shared = Arc::clone(&shared);
+                let done = done_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("load-{t}"))
-                    .spawn_scoped(scope, move || match engine {
-                        EngineKind::Epoll => engine::epoll::run_thread(spec, &shared, t, start),
-                        EngineKind::Tokio => engine::tokio::run_thread(spec, &shared, t, start),
+                    .spawn_scoped(scope, move || {
+                        let stats = match engine {
+                            EngineKind::Epoll => engine::epoll::run_thread(spec, &shared, t, start),
+                            EngineKind::Tokio => engine::tokio::run_thread(spec, &shared, t, start),
+                        };
+                        let _ = done.send(());
+                        stats
                     })
                     .expect("spawn load thread")
             })
             .collect();
         let mut bar: Option<indicatif::ProgressBar> = None;
         let terminal = show_progress && io::stderr().is_terminal();
-        while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(Duration::from_millis(50));
+        let mut finished = 0;
+        while finished < spec.threads {
+            // Woken at once when a thread ends; the timeout only paces progress and SIGINT.
+            match done_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(()) => finished += 1,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
             if interrupted() {
                 shared.stop_early("interrupted by SIGINT");
             }
@@ -149,11 +161,15 @@ pub fn run(spec: &LoadSpec, engine: EngineKind, show_progress: bool) -> io::Resu
             .map(|h| h.join().expect("load thread panicked"))
             .collect()
     });
-    let wall = start.elapsed();
     let mut stats = ThreadStats::new();
     for result in results {
         stats.merge(&result?);
     }
+    // From the start to the moment the last thread finished its last request.
+    let wall = stats.ended.map_or_else(
+        || start.elapsed(),
+        |end| end.saturating_duration_since(start),
+    );
     let partial = shared
         .partial
         .lock()
@@ -212,8 +228,7 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
     let lat = &result.stats.latency;
     let unc = &result.stats.latency_uncorrected;
     let errors = result.stats.errors;
-    let mut notes =
-        vec!["server-side costs not measured by `load` (the suite fills them)".to_string()];
+    let mut notes: Vec<String> = Vec::new();
     if let Some(reason) = &result.partial {
         notes.insert(0, format!("partial: {reason}"));
     }
@@ -271,6 +286,7 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         server_peak_rss_kb: Na(None),
         server_threads: Na(None),
         server_processes: Na(None),
+        server_requests: Na(None),
         partial: result.partial.is_some(),
         notes: notes.join("; "),
     }

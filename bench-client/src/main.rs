@@ -9,6 +9,7 @@ use std::time::Duration;
 use bench_client::load::{self, EngineKind, Labels};
 use bench_client::meta::{self, Machine};
 use bench_client::output;
+use bench_client::suite;
 use bench_client::target::Target;
 use bench_client::LoadSpec;
 use clap::{Args, Parser, Subcommand};
@@ -27,6 +28,16 @@ struct Cli {
 enum Command {
     /// Send load to one target and report throughput, latency and errors.
     Load(Box<LoadArgs>),
+    /// Redo the paper's Tables 1 and 2 with every server (the `paper` preset).
+    Paper(SuiteArgs),
+    /// Run a preset of cells against every server.
+    Suite {
+        /// Preset: paper, http or tiny.
+        #[arg(long)]
+        preset: String,
+        #[command(flatten)]
+        args: SuiteArgs,
+    },
     /// Merge saved latency histograms (from --save-hist, e.g. from several hosts) and print
     /// their percentiles.
     Merge {
@@ -137,10 +148,36 @@ struct LoadArgs {
     workload: String,
 }
 
+#[derive(Args)]
+struct SuiteArgs {
+    /// Multiply every cell's request count by K (the paper's 1000 requests last well under a
+    /// second today; a larger K steadies the figures).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    scale: u64,
+
+    /// Repetitions per cell (default: the preset's; paper: 5).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    reps: Option<u32>,
+
+    /// Only these servers, comma-separated (iterative,fork,threads,pool,prefork,epoll,tokio,node,nginx).
+    #[arg(long, value_delimiter = ',')]
+    servers: Option<Vec<String>>,
+
+    /// Results directory (default: results/<preset> in the repository).
+    #[arg(long)]
+    out: Option<PathBuf>,
+
+    /// Directory of the server-* binaries (default: beside this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli: Cli = serverkit::cli::parse();
     match cli.command {
         Command::Load(args) => load_command(*args),
+        Command::Paper(args) => suite_command("paper", args),
+        Command::Suite { preset, args } => suite_command(&preset, args),
         Command::Merge { files } => merge_command(&files),
     }
 }
@@ -217,7 +254,13 @@ fn load_command(args: LoadArgs) -> ExitCode {
         repetition: 1,
         run_id: meta::new_run_id(),
     };
-    let row = load::row(&spec, &result, &labels, &machine);
+    let mut row = load::row(&spec, &result, &labels, &machine);
+    let unmeasured = "server-side costs are not measured by `load` (the suite measures them)";
+    row.notes = if row.notes.is_empty() {
+        unmeasured.to_string()
+    } else {
+        format!("{}; {unmeasured}", row.notes)
+    };
     let client_bound = row.client_cpu_pct > 80.0;
     if args.json {
         match serde_json::to_string_pretty(&row) {
@@ -264,6 +307,54 @@ fn load_command(args: LoadArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
+    let preset = match suite::preset(preset) {
+        Ok(p) => p,
+        Err(e) => return usage_error(&e),
+    };
+    if let Some(names) = &args.servers {
+        if let Err(e) = suite::check_server_names(names) {
+            return usage_error(&e);
+        }
+    }
+    let mut places = suite::server::Locations::beside_executable();
+    if let Some(dir) = args.bin_dir {
+        places.bin_dir = dir;
+    }
+    let out_dir = args
+        .out
+        .unwrap_or_else(|| suite::default_out_dir(&places, preset.name));
+    let opts = suite::SuiteOptions {
+        reps: args.reps.unwrap_or(preset.reps),
+        preset,
+        scale: args.scale,
+        only: args.servers,
+        out_dir,
+        places,
+    };
+    if let Err(e) = load::catch_sigint() {
+        eprintln!("bench-client: {e}");
+        return ExitCode::FAILURE;
+    }
+    let run = match suite::run(&opts, |line| eprintln!("{line}")) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("bench-client: cannot write results: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("wrote {} and {}", run.csv.display(), run.markdown.display());
+    let failed = run
+        .rows
+        .iter()
+        .filter(|r| r.partial || r.notes.starts_with("not measured"))
+        .count();
+    if failed > 0 {
+        println!("{failed} rows are errors or partial (see their notes)");
+    }
+    ExitCode::SUCCESS
 }
 
 fn merge_command(files: &[PathBuf]) -> ExitCode {

@@ -127,20 +127,23 @@ pub struct ResultRow {
     /// Client CPU use as a percentage of its threads' capacity.
     pub client_cpu_pct: f64,
     // Server side (filled by the suite runner)
-    /// Server user CPU seconds during the measurement (children included).
+    /// Server user CPU seconds over its life for this row: start, check, warm-up, measurement, stop (reaped children included).
     pub server_cpu_user_s: Na<f64>,
-    /// Server system CPU seconds during the measurement (children included).
+    /// Server system CPU seconds over the same life (reaped children included).
     pub server_cpu_sys_s: Na<f64>,
-    /// Server voluntary context switches during the measurement.
+    /// Server voluntary context switches over the same life (all threads, reaped children included).
     pub server_ctx_voluntary: Na<u64>,
-    /// Server involuntary context switches during the measurement.
+    /// Server involuntary context switches over the same life.
     pub server_ctx_involuntary: Na<u64>,
     /// Largest resident set of the server (of any one of its processes) in KiB.
     pub server_peak_rss_kb: Na<u64>,
-    /// Most server threads seen at once (all its processes).
+    /// Most server threads seen at once during the measurement (all its processes; sampled every 25 ms).
     pub server_threads: Na<u64>,
-    /// Most server processes seen at once.
+    /// Most server processes seen at once during the measurement (sampled every 25 ms).
     pub server_processes: Na<u64>,
+    /// Requests the server answered in its life for this row (check, warm-up, measurement):
+    /// the server_* totals divided by it give the costs per request.
+    pub server_requests: Na<u64>,
     /// True when the run stopped early (the notes say why).
     pub partial: bool,
     /// Why a value is NA, why a run is partial, hints.
@@ -211,6 +214,7 @@ impl ResultRow {
             server_peak_rss_kb: Na(None),
             server_threads: Na(None),
             server_processes: Na(None),
+            server_requests: Na(None),
             partial: false,
             notes: String::new(),
         }
@@ -418,7 +422,7 @@ mod tests {
              lat_p50_ms,lat_p90_ms,lat_p99_ms,lat_p999_ms,lat_max_ms,lat_p50_uncorrected_ms,\
              lat_p99_uncorrected_ms,connections,client_cpu_pct,server_cpu_user_s,server_cpu_sys_s,\
              server_ctx_voluntary,server_ctx_involuntary,server_peak_rss_kb,server_threads,\
-             server_processes,partial,notes"
+             server_processes,server_requests,partial,notes"
         );
     }
 

@@ -180,6 +180,7 @@ impl<'a> Engine<'a> {
                 }
             }
         }
+        self.stats.ended = Some(Instant::now());
         // Whatever is still in flight is abandoned (duration over, or stopped): not counted.
         for slot in &mut self.slots {
             slot.stream = None;

@@ -134,6 +134,8 @@ pub struct ThreadStats {
     pub connections: u64,
     /// A connect failed with EADDRNOTAVAIL (ephemeral ports used up).
     pub ports_exhausted: bool,
+    /// When the thread finished its last request (merged: the latest of all threads).
+    pub ended: Option<Instant>,
 }
 
 impl ThreadStats {
@@ -145,6 +147,7 @@ impl ThreadStats {
             errors: ErrorCounts::default(),
             connections: 0,
             ports_exhausted: false,
+            ended: None,
         }
     }
 
@@ -167,6 +170,7 @@ impl ThreadStats {
         self.errors.add(&other.errors);
         self.connections += other.connections;
         self.ports_exhausted |= other.ports_exhausted;
+        self.ended = self.ended.max(other.ended);
     }
 }
 

@@ -1,0 +1,474 @@
+//! The suite runner: every server of a preset, measured on identical terms.
+//!
+//! For each cell (a workload, protocol and load shape) and each repetition, every server is
+//! started afresh on port 0, checked (one request must get the right answer, or the server is
+//! reported and not measured), warmed up, measured with the load engine while its process
+//! tree is sampled, and stopped with SIGTERM; its exit must be clean, and `wait4` returns what
+//! it used (CPU, context switches, peak RSS), its reaped children included. Repetitions are
+//! interleaved (repetition 1 of every server, then repetition 2, ...), so a slow minute of the
+//! machine does not land on one server. A server that fails to start, fails the check or dies
+//! mid-cell gives an error row and the run goes on.
+
+pub mod report;
+pub mod server;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serverkit::{Protocol, Workload};
+
+use crate::load::{self, EngineKind, Labels, LoadResult};
+use crate::meta::{self, Machine};
+use crate::output::{self, Na, ResultRow};
+use crate::LoadSpec;
+use server::{Launch, Locations};
+
+/// One server of the comparison.
+#[derive(Debug, Clone)]
+pub struct ServerDef {
+    /// Row name.
+    pub name: &'static str,
+    /// Concurrency model, in words.
+    pub model_class: &'static str,
+    /// How to start it.
+    pub launch: Launch,
+    /// A reference peer rather than a model of the workspace.
+    pub reference: bool,
+}
+
+/// Every server the suite knows: the workspace's models, then the reference peers.
+pub fn servers() -> Vec<ServerDef> {
+    let model = |name, bin, model_class| ServerDef {
+        name,
+        model_class,
+        launch: Launch::Binary(bin),
+        reference: false,
+    };
+    vec![
+        model(
+            "iterative",
+            "server-iterative",
+            "iterative: one connection at a time",
+        ),
+        model("fork", "server-fork", "fork per connection"),
+        model("threads", "server-threads", "thread per connection"),
+        model("pool", "server-pool", "prethreaded pool (32 threads)"),
+        model("prefork", "server-prefork", "preforked pool (32 processes)"),
+        model("epoll", "server-epoll", "epoll event loop, one thread"),
+        model("tokio", "server-tokio", "tokio, work-stealing runtime"),
+        ServerDef {
+            name: "node",
+            model_class: "Node.js event loop (reference)",
+            launch: Launch::Node,
+            reference: true,
+        },
+        ServerDef {
+            name: "nginx",
+            model_class: "nginx, 1 worker (reference)",
+            launch: Launch::Nginx,
+            reference: true,
+        },
+    ]
+}
+
+/// One cell of a preset: what every server is measured on.
+#[derive(Debug, Clone)]
+pub struct CellSpec {
+    /// Table id (`paper-1`, ...).
+    pub table: &'static str,
+    /// Heading for the report.
+    pub title: &'static str,
+    /// Server workload.
+    pub workload: Workload,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Keep connections alive (else one per request).
+    pub keep_alive: bool,
+    /// Requests per repetition, before `--scale`.
+    pub requests: u64,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+/// A named set of cells.
+#[derive(Debug, Clone)]
+pub struct Preset {
+    /// Name (`paper`, `tiny`, ...).
+    pub name: &'static str,
+    /// What it is for.
+    pub about: &'static str,
+    /// The cells.
+    pub cells: Vec<CellSpec>,
+    /// Repetitions unless `--reps` says otherwise.
+    pub reps: u32,
+}
+
+/// The presets `bench-client suite --preset NAME` knows.
+pub fn presets() -> Vec<Preset> {
+    let ms = Duration::from_millis;
+    let cell = |table, title, workload, protocol, keep_alive, requests, concurrency| CellSpec {
+        table,
+        title,
+        workload,
+        protocol,
+        keep_alive,
+        requests,
+        concurrency,
+    };
+    vec![
+        Preset {
+            name: "paper",
+            about: "the paper's Tables 1 and 2: raw protocol, a new connection per request",
+            cells: vec![
+                cell(
+                    "paper-1",
+                    "Table 1: hello, 1000 requests, 10 at a time",
+                    Workload::Hello,
+                    Protocol::Raw,
+                    false,
+                    1000,
+                    10,
+                ),
+                cell(
+                    "paper-2",
+                    "Table 2: delay:100ms, 100 requests, 5 at a time",
+                    Workload::Delay(ms(100)),
+                    Protocol::Raw,
+                    false,
+                    100,
+                    5,
+                ),
+            ],
+            reps: 5,
+        },
+        Preset {
+            name: "http",
+            about: "HTTP: hello with a connection per request, and kept alive at -c 50",
+            cells: vec![
+                cell(
+                    "http-per-request",
+                    "HTTP hello, a new connection per request, 10 at a time",
+                    Workload::Hello,
+                    Protocol::Http,
+                    false,
+                    10_000,
+                    10,
+                ),
+                cell(
+                    "http-keep-alive",
+                    "HTTP hello, keep-alive, 50 connections",
+                    Workload::Hello,
+                    Protocol::Http,
+                    true,
+                    50_000,
+                    50,
+                ),
+            ],
+            reps: 3,
+        },
+        Preset {
+            name: "tiny",
+            about: "a seconds-long smoke run of every server (used by the tests)",
+            cells: vec![
+                cell(
+                    "tiny-hello",
+                    "hello, 20 requests, 2 at a time",
+                    Workload::Hello,
+                    Protocol::Raw,
+                    false,
+                    20,
+                    2,
+                ),
+                cell(
+                    "tiny-delay",
+                    "delay:20ms, 4 requests, 2 at a time",
+                    Workload::Delay(ms(20)),
+                    Protocol::Raw,
+                    false,
+                    4,
+                    2,
+                ),
+            ],
+            reps: 2,
+        },
+    ]
+}
+
+/// How a suite run is set up.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// The preset.
+    pub preset: Preset,
+    /// Request counts are multiplied by this.
+    pub scale: u64,
+    /// Repetitions per cell.
+    pub reps: u32,
+    /// Only these servers (by name); all when `None`.
+    pub only: Option<Vec<String>>,
+    /// Where results go.
+    pub out_dir: PathBuf,
+    /// Where the servers are.
+    pub places: Locations,
+}
+
+/// What a suite run produced.
+pub struct SuiteRun {
+    /// Every row, in the order measured.
+    pub rows: Vec<ResultRow>,
+    /// The CSV written.
+    pub csv: PathBuf,
+    /// The Markdown written.
+    pub markdown: PathBuf,
+}
+
+/// Runs the suite, printing a line per measurement through `log`.
+///
+/// # Errors
+/// Only when results cannot be written; failures of servers become error rows.
+pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRun> {
+    let machine = Machine::describe();
+    let run_id = meta::new_run_id();
+    let servers: Vec<ServerDef> = servers()
+        .into_iter()
+        .filter(|s| {
+            opts.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == s.name))
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for cell in &opts.preset.cells {
+        log(&format!("== {} ({} repetitions)", cell.title, opts.reps));
+        let mut failed: Vec<&str> = Vec::new();
+        for rep in 1..=opts.reps {
+            for def in &servers {
+                if failed.contains(&def.name) {
+                    continue;
+                }
+                let labels = Labels {
+                    table: cell.table.to_string(),
+                    server: def.name.to_string(),
+                    model_class: def.model_class.to_string(),
+                    workload: cell.workload.to_string(),
+                    repetition: rep,
+                    run_id: run_id.clone(),
+                };
+                let (row, measured) = measure(def, cell, opts, &labels, &machine);
+                if !measured {
+                    failed.push(def.name);
+                }
+                log(&format!(
+                    "{:<10} rep {rep}/{}: {}",
+                    def.name,
+                    opts.reps,
+                    if measured {
+                        format!(
+                            "{:.3} s, {:.0} req/s, {} errors{}",
+                            row.elapsed_s,
+                            row.rps,
+                            errors(&row),
+                            if row.partial { " (partial)" } else { "" }
+                        )
+                    } else {
+                        row.notes.clone()
+                    }
+                ));
+                rows.push(row);
+            }
+        }
+    }
+    let host = machine
+        .host
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+    let date = meta::now_iso8601()[..10].to_string();
+    let csv = opts.out_dir.join(format!("{date}-{host}.csv"));
+    output::append_csv(&csv, &rows)?;
+    let markdown = opts.out_dir.join("latest.md");
+    let text = report::markdown(opts, &machine, &rows);
+    output::write_atomic(&markdown, text.as_bytes())?;
+    Ok(SuiteRun {
+        rows,
+        csv,
+        markdown,
+    })
+}
+
+fn errors(row: &ResultRow) -> u64 {
+    row.err_connect
+        + row.err_reset
+        + row.err_timeout
+        + row.err_status
+        + row.err_malformed
+        + row.err_closed
+}
+
+/// Measures one server on one cell, once. Returns the row and whether it was measured (false:
+/// it could not start or failed the check, and is not tried again in this cell).
+fn measure(
+    def: &ServerDef,
+    cell: &CellSpec,
+    opts: &SuiteOptions,
+    labels: &Labels,
+    machine: &Machine,
+) -> (ResultRow, bool) {
+    let requests = cell.requests * opts.scale;
+    let spec = LoadSpec {
+        target: "127.0.0.1:1".parse().expect("placeholder target"),
+        requests: Some(requests),
+        duration: None,
+        concurrency: cell.concurrency,
+        threads: 1,
+        keep_alive: cell.keep_alive,
+        rate: None,
+        raw: cell.protocol == Protocol::Raw,
+        timeout: Duration::from_secs(10),
+        busy_poll: false,
+        source_addrs: 0,
+    };
+    let not_measured = |reason: String| {
+        let empty = LoadResult {
+            stats: crate::engine::ThreadStats::new(),
+            elapsed: Duration::ZERO,
+            client_cpu: Duration::ZERO,
+            partial: Some(reason.clone()),
+        };
+        let mut row = load::row(&spec, &empty, labels, machine);
+        row.notes = format!("not measured: {reason}");
+        (row, false)
+    };
+    let running = match server::start(&def.launch, &[], cell.workload, cell.protocol, &opts.places)
+    {
+        Ok(r) => r,
+        Err(e) => return not_measured(e),
+    };
+    let target = format!("{}", running.addr)
+        .parse()
+        .expect("socket address is a target");
+    let spec = LoadSpec { target, ..spec };
+
+    // The check: one request must get the right answer before anything is measured.
+    let check = LoadSpec {
+        requests: Some(1),
+        concurrency: 1,
+        keep_alive: false,
+        timeout: Duration::from_secs(5),
+        ..spec.clone()
+    };
+    let checked = load::run(&check, EngineKind::Epoll, false);
+    if !matches!(&checked, Ok(r) if r.stats.ok == 1) {
+        let exit = running.stop();
+        let why = match &checked {
+            Ok(r) => format!("{:?}", r.stats.errors).replace("ErrorCounts ", ""),
+            Err(e) => e.to_string(),
+        };
+        return not_measured(format!(
+            "failed the check (one request, expecting HelloWorld): {why}; {}",
+            exit.describe()
+        ));
+    }
+    // Warm-up: a tenth of the requests (at least one per connection), not measured.
+    let warm = LoadSpec {
+        requests: Some((requests / 10).max(cell.concurrency as u64)),
+        ..spec.clone()
+    };
+    let warmed = load::run(&warm, EngineKind::Epoll, false)
+        .map(|r| r.stats.ok)
+        .unwrap_or(0);
+
+    let sampler = running.sample_tree();
+    let result = load::run(&spec, EngineKind::Epoll, false);
+    let (threads, processes) = sampler.finish();
+    let exit = running.stop();
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => return not_measured(format!("load engine failed: {e}")),
+    };
+    let mut row = load::row(&spec, &result, labels, machine);
+    let mut notes: Vec<String> = row
+        .notes
+        .split("; ")
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    if exit.died_early {
+        row.partial = true;
+        notes.insert(
+            0,
+            format!(
+                "server died during the measurement ({}){}",
+                exit.describe(),
+                stderr_note(&exit)
+            ),
+        );
+    } else if !exit.clean() {
+        notes.push(format!(
+            "unclean stop: {}{}{}",
+            exit.describe(),
+            if exit.killed {
+                " (killed after 10 s)"
+            } else {
+                ""
+            },
+            stderr_note(&exit)
+        ));
+    }
+    row.server_cpu_user_s = Na(Some(exit.cpu_user_s));
+    row.server_cpu_sys_s = Na(Some(exit.cpu_sys_s));
+    row.server_ctx_voluntary = Na(Some(exit.ctx_voluntary));
+    row.server_ctx_involuntary = Na(Some(exit.ctx_involuntary));
+    row.server_peak_rss_kb = Na(Some(exit.peak_rss_kb));
+    row.server_threads = Na(Some(threads));
+    row.server_processes = Na(Some(processes));
+    row.server_requests = Na(Some(1 + warmed + result.stats.ok));
+    row.notes = notes.join("; ");
+    (row, true)
+}
+
+fn stderr_note(exit: &server::Exit) -> String {
+    if exit.stderr_tail.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {}", exit.stderr_tail)
+    }
+}
+
+/// The preset called `name`.
+///
+/// # Errors
+/// A message listing the known presets.
+pub fn preset(name: &str) -> Result<Preset, String> {
+    presets()
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = presets().iter().map(|p| p.name).collect();
+            format!("unknown preset '{name}' (known: {})", names.join(", "))
+        })
+}
+
+/// Checks `--servers` names against the known servers.
+///
+/// # Errors
+/// A message naming the unknown one and listing the known ones.
+pub fn check_server_names(names: &[String]) -> Result<(), String> {
+    let known: Vec<&str> = servers().iter().map(|s| s.name).collect();
+    match names.iter().find(|n| !known.contains(&n.as_str())) {
+        Some(bad) => Err(format!(
+            "unknown server '{bad}' (known: {})",
+            known.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The default results directory for a preset: `results/<preset>` under the repository when
+/// it is found, else under the current directory.
+pub fn default_out_dir(places: &Locations, preset: &str) -> PathBuf {
+    places
+        .repo_root
+        .clone()
+        .unwrap_or_else(|| Path::new(".").to_path_buf())
+        .join("results")
+        .join(preset)
+}

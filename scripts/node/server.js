@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+// Reference server: the paper's Node.js row (4.3), under archbench's server contract.
+//
+//   node scripts/node/server.js [--addr 127.0.0.1:0] [--workload hello|delay:D|cpu:D] [--protocol raw|http]
+//
+// One thread, Node's event loop (libuv over epoll). raw: on connect, do the workload, write
+// "HelloWorld\n", close (as the paper's `net` server). http: Node's http module, keep-alive,
+// the same body. delay uses setTimeout (millisecond timers); cpu spins on the loop, stalling
+// every other connection. Prints "listening on ADDR" once accepting; SIGTERM/SIGINT: stop
+// accepting, finish what is in flight, exit 0. A bad flag: one line on stderr, exit 2.
+'use strict';
+const net = require('net');
+const http = require('http');
+
+function usage(message) {
+  process.stderr.write(`error: ${message} (see the top of scripts/node/server.js)\n`);
+  process.exit(2);
+}
+
+function parseDuration(text) {
+  const m = /^(\d+(?:\.\d+)?)(ns|us|ms|s|m)$/.exec(text);
+  if (!m) usage(`bad duration '${text}' (e.g. 100ms)`);
+  const scale = { ns: 1e-6, us: 1e-3, ms: 1, s: 1e3, m: 6e4 }[m[2]];
+  return Number(m[1]) * scale; // milliseconds
+}
+
+const opts = { addr: '127.0.0.1:0', workload: 'hello', protocol: 'http' };
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i += 2) {
+  const key = argv[i].replace(/^--/, '');
+  if (!(key in opts) || argv[i + 1] === undefined) usage(`unexpected argument '${argv[i]}'`);
+  opts[key] = argv[i + 1];
+}
+let work = { kind: 'hello', ms: 0 };
+if (opts.workload !== 'hello') {
+  const [kind, d] = opts.workload.split(':');
+  if (!['delay', 'cpu'].includes(kind) || d === undefined) usage(`unknown workload '${opts.workload}'`);
+  work = { kind, ms: parseDuration(d) };
+}
+if (!['raw', 'http'].includes(opts.protocol)) usage(`unknown protocol '${opts.protocol}'`);
+const sep = opts.addr.lastIndexOf(':');
+const host = opts.addr.slice(0, sep).replace(/^\[|\]$/g, '');
+const port = Number(opts.addr.slice(sep + 1));
+
+function pay(done) {
+  if (work.kind === 'delay') return setTimeout(done, work.ms);
+  if (work.kind === 'cpu') {
+    const until = process.cpuUsage().user + work.ms * 1000;
+    while (process.cpuUsage().user < until) { /* burn */ }
+  }
+  done();
+}
+
+const BODY = 'HelloWorld\n';
+let server;
+if (opts.protocol === 'raw') {
+  server = net.createServer((socket) => {
+    socket.on('error', () => {});
+    pay(() => socket.end(BODY));
+  });
+} else {
+  server = http.createServer((req, res) => {
+    req.resume();
+    pay(() => {
+      res.writeHead(200, { 'Content-Length': BODY.length });
+      res.end(BODY);
+    });
+  });
+  server.keepAliveTimeout = 30000;
+}
+server.maxConnections = 1024;
+server.listen({ host, port, backlog: 4096 }, () => {
+  const a = server.address();
+  const shown = a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  process.stdout.write(`listening on ${shown}\n`);
+});
+server.on('error', (e) => { process.stderr.write(`node server: ${e.message}\n`); process.exit(1); });
+
+function stop() {
+  server.close(() => process.exit(0));
+  if (server.closeIdleConnections) server.closeIdleConnections();
+  setTimeout(() => process.exit(0), 5000).unref();
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
