@@ -174,6 +174,7 @@ struct SuiteArgs {
 
 fn main() -> ExitCode {
     let cli: Cli = serverkit::cli::parse();
+    serverkit::listener::raise_fd_limit();
     match cli.command {
         Command::Load(args) => load_command(*args),
         Command::Paper(args) => suite_command("paper", args),

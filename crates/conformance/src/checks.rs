@@ -268,3 +268,221 @@ pub fn bad_flags_exit_2_with_one_line(bin: &str, _: Model) {
         assert!(output.stdout.is_empty());
     }
 }
+
+/// Half a request head, then silence: the server answers `408` after the read timeout, and
+/// closes.
+pub fn read_timeout_answers_408_and_closes(bin: &str, _: Model) {
+    let server = Server::start(bin, &["--read-timeout", "300ms"]);
+    let mut conn = Conn::open(server.addr);
+    let start = Instant::now();
+    conn.send(b"GET / HTTP/1.1\r\nHost: slow");
+    assert_eq!(conn.response().status, 408);
+    assert!(conn.is_closed());
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "408 after only {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(2), "408 only after {waited:?}");
+}
+
+/// A kept-alive connection that stays idle past the idle timeout is closed.
+pub fn idle_timeout_closes_an_idle_connection(bin: &str, _: Model) {
+    let server = Server::start(bin, &["--idle-timeout", "300ms"]);
+    let mut conn = Conn::open(server.addr);
+    conn.send(GET);
+    assert_hello(&conn.response());
+    let start = Instant::now();
+    assert!(conn.is_closed(), "idle connection left open");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "closed after {waited:?}"
+    );
+}
+
+fn slowloris(addr: std::net::SocketAddr, k: usize) -> Vec<Conn> {
+    (0..k)
+        .map(|_| {
+            let mut c = Conn::open(addr);
+            c.send(b"GET / HTTP/1.1\r\nHost: slowloris\r\n");
+            c
+        })
+        .collect()
+}
+
+/// K connections that send half a request and stall. A concurrent model keeps answering
+/// others at once; the iterative server cannot (by its nature): the next client waits until
+/// the read timeout frees it. Either way the stalled ones get `408` and are closed.
+pub fn slowloris_shows_the_model(bin: &str, model: Model) {
+    let server = Server::start(bin, &["--read-timeout", "1s"]);
+    let k = if model == Model::Iterative { 1 } else { 5 };
+    let mut stalled = slowloris(server.addr, k);
+    thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    assert_hello(&get_once(server.addr));
+    let waited = start.elapsed();
+    match model {
+        Model::Concurrent => assert!(waited < Duration::from_millis(500), "starved for {waited:?} by {k} slowloris clients"),
+        Model::Iterative => assert!(
+            waited >= Duration::from_millis(700) && waited < Duration::from_secs(3),
+            "an iterative server is held by a slowloris client until its read timeout; waited {waited:?}"
+        ),
+    }
+    for conn in &mut stalled {
+        assert_eq!(conn.response().status, 408);
+        assert!(conn.is_closed());
+    }
+}
+
+/// Clients that reset before their answer, and clients that connect and vanish, cost the
+/// server nothing: it goes on serving (SIGPIPE never kills it).
+pub fn resets_and_vanishing_clients_cost_nothing(bin: &str, _: Model) {
+    let mut server = Server::start(bin, &["--workload", "delay:20ms", "--read-timeout", "1s"]);
+    for _ in 0..10 {
+        let conn = Conn::open(server.addr);
+        drop(conn); // connect and vanish
+        let mut conn = Conn::open(server.addr);
+        conn.send(GET);
+        socket2::SockRef::from(&*conn.stream())
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(conn); // reset while the server is still working on the answer
+    }
+    thread::sleep(Duration::from_millis(100));
+    assert_hello(&get_once(server.addr));
+    assert!(
+        server.wait_exit(Duration::from_millis(10)).is_none(),
+        "server died"
+    );
+}
+
+/// A client that sends its request and shuts down its writing side still gets its answer.
+pub fn half_closed_client_gets_its_answer(bin: &str, _: Model) {
+    let server = Server::start(bin, &[]);
+    let mut conn = Conn::open(server.addr);
+    conn.send(GET);
+    conn.stream().shutdown(std::net::Shutdown::Write).unwrap();
+    assert_hello(&conn.response());
+    assert!(
+        conn.is_closed(),
+        "the server closes once the client's side is done"
+    );
+}
+
+/// Out of file descriptors (RLIMIT_NOFILE 32 and many idle connections): an existing
+/// connection keeps being served, the server does not spin, and it accepts again once
+/// descriptors are free.
+pub fn out_of_descriptors_keeps_serving_and_recovers(bin: &str, _: Model) {
+    let server = Server::start_with_fd_limit(bin, &[], Some(32));
+    let mut existing = Conn::open(server.addr);
+    existing.send(GET);
+    assert_hello(&existing.response());
+    let hogs: Vec<TcpStream> = (0..60)
+        .filter_map(|_| TcpStream::connect(server.addr).ok())
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    existing.send(GET);
+    assert_hello(&existing.response());
+    let before = server.cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    let spent = server.cpu_ticks() - before;
+    assert!(
+        spent <= 15,
+        "spun while out of descriptors: {spent} ticks of CPU in 1 s"
+    );
+    drop(existing);
+    drop(hogs);
+    let start = Instant::now();
+    loop {
+        let mut conn = Conn::open(server.addr);
+        conn.stream()
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        conn.send(GET_CLOSE);
+        let mut answer = Vec::new();
+        use std::io::Read;
+        let _ = conn.stream().read_to_end(&mut answer);
+        if answer.ends_with(HELLO) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "did not recover after descriptors were freed"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// After a run, no child is left a zombie.
+pub fn no_zombies_after_a_run(bin: &str, _: Model) {
+    let server = Server::start(bin, &[]);
+    for _ in 0..30 {
+        assert_hello(&get_once(server.addr));
+    }
+    let start = Instant::now();
+    while server.zombie_children() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{} zombies 2 s after the run",
+            server.zombie_children()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM with several requests in flight: every one is answered (with `Connection: close`),
+/// then the server exits 0.
+pub fn sigterm_under_load_answers_every_request_in_flight(bin: &str, model: Model) {
+    let mut server = Server::start(bin, &["--workload", "delay:300ms"]);
+    let clients = if model == Model::Iterative { 1 } else { 8 };
+    let addr = server.addr;
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                conn.send(GET);
+                conn.response()
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(100));
+    server.signal(libc::SIGTERM);
+    for handle in handles {
+        let response = handle.join().expect("a request in flight was not answered");
+        assert_hello(&response);
+        assert_eq!(response.header("connection"), Some("close"));
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(3))
+        .expect("still running 3 s after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Binding beyond loopback works, and says on stderr that the server is then reachable.
+pub fn binding_beyond_loopback_warns(bin: &str, _: Model) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(bin)
+        .args(["--addr", "0.0.0.0:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on 0.0.0.0:"), "{line}");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.starts_with("warning: binding 0.0.0.0:0"), "{stderr}");
+}

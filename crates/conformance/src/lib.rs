@@ -44,6 +44,15 @@ macro_rules! suite {
             oversized_head_gets_431_and_close,
             sigterm_answers_request_in_flight_and_exits_0,
             bad_flags_exit_2_with_one_line,
+            read_timeout_answers_408_and_closes,
+            idle_timeout_closes_an_idle_connection,
+            slowloris_shows_the_model,
+            resets_and_vanishing_clients_cost_nothing,
+            half_closed_client_gets_its_answer,
+            out_of_descriptors_keeps_serving_and_recovers,
+            no_zombies_after_a_run,
+            sigterm_under_load_answers_every_request_in_flight,
+            binding_beyond_loopback_warns,
         );
     };
     (@tests $bin:expr, $model:expr; $($check:ident),* $(,)?) => {

@@ -22,9 +22,34 @@ impl Server {
     /// # Panics
     /// If the binary does not start or prints no ready line within 10 s.
     pub fn start(bin: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(bin)
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
+        Self::start_with_fd_limit(bin, args, None)
+    }
+
+    /// Like [`start`](Self::start), with `RLIMIT_NOFILE` (soft and hard) set to `limit` in the
+    /// server process.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with_fd_limit(bin: &str, args: &[&str], limit: Option<u64>) -> Server {
+        let mut command = Command::new(bin);
+        command.args(["--addr", "127.0.0.1:0"]).args(args);
+        if let Some(limit) = limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -64,6 +89,40 @@ impl Server {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// CPU time (user + system) the server process has used, in clock ticks (1/100 s).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(14) + field(15)
+    }
+
+    /// Zombie children of the server (exited, not reaped).
+    pub fn zombie_children(&self) -> usize {
+        let me = self.pid().to_string();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|stat| {
+                let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+                let mut f = rest.split_whitespace();
+                let state = f.next();
+                let ppid = f.next();
+                state == Some("Z") && ppid == Some(me.as_str())
+            })
+            .count()
     }
 
     /// Sends `signal` to the server process.

@@ -205,7 +205,7 @@ impl EventLoop {
                     // EMFILE/ENFILE: the connection stays queued and level-triggered epoll
                     // would report it again at once; stop watching the listener until the
                     // next tick so the loop does not spin, and serve the others meanwhile.
-                    eprintln!("server-epoll: accept: {e}; pausing accepts for a tick");
+                    serverkit::blocking::report_accept_error(&io::Error::from(e));
                     return self.pause_listener();
                 }
             }

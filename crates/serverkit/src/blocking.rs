@@ -51,7 +51,9 @@ pub enum Accepted {
     Shutdown,
 }
 
-fn report_accept_error(e: &io::Error) {
+/// Reports an `accept` failure on stderr, one line a second at most (a server out of
+/// descriptors fails every accept it tries).
+pub fn report_accept_error(e: &io::Error) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_REPORT_SECS: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()

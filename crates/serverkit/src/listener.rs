@@ -25,6 +25,7 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// # Errors
 /// Any socket error (address in use, permission denied, ...).
 pub fn bind(args: &ServerArgs) -> io::Result<TcpListener> {
+    raise_fd_limit();
     if !args.addr.ip().is_loopback() {
         eprintln!(
             "warning: binding {} makes this server reachable from other machines; \
@@ -43,6 +44,19 @@ pub fn bind(args: &ServerArgs) -> io::Result<TcpListener> {
     socket.bind(&args.addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (as nginx's
+/// `worker_rlimit_nofile` or Go's runtime do): the soft default of 1024 would cap a server at
+/// about a thousand connections long before its model does. A lowered hard limit (a test, an
+/// administrator) is respected.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 /// Prints the ready line `listening on ADDR` on stdout and flushes it. Call it once the server

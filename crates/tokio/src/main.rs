@@ -81,7 +81,7 @@ fn start(cli: &Cli) -> io::Result<()> {
                     Ok((stream, _)) => stream,
                     Err(e) => {
                         // EMFILE and friends: wait a little instead of spinning on the error.
-                        eprintln!("server-tokio: accept: {e}");
+                        serverkit::blocking::report_accept_error(&e);
                         tokio::time::sleep(TICK / 5).await;
                         continue;
                     }
