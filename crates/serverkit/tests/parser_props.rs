@@ -1,0 +1,107 @@
+//! Property tests of the sans-IO request parser (bounded: part of `make test`). The same entry
+//! point is a cargo-fuzz target for longer runs (fuzz/, docs/hostile-clients.md).
+
+use proptest::prelude::*;
+use serverkit::http::{HttpError, Request, RequestBuffer, MAX_HEAD};
+
+/// Feeds `input` in chunks of the given sizes, taking requests out as they complete, as a
+/// connection loop does. Returns the requests and the error that ended the stream, if any.
+fn drive(input: &[u8], chunks: &[usize]) -> (Vec<Request>, Option<HttpError>) {
+    let mut buf = RequestBuffer::new();
+    let mut requests = Vec::new();
+    let mut offset = 0;
+    let mut sizes = chunks.iter().copied().cycle();
+    loop {
+        loop {
+            match buf.next_request() {
+                Ok(Some(r)) => requests.push(r),
+                Ok(None) => break,
+                Err(e) => return (requests, Some(e)),
+            }
+            assert!(requests.len() <= input.len(), "more requests than bytes");
+        }
+        if offset == input.len() {
+            return (requests, None);
+        }
+        let spare = buf.spare();
+        assert!(!spare.is_empty(), "no room while no complete request waits");
+        assert!(spare.len() <= MAX_HEAD);
+        let n = sizes.next().unwrap_or(1).clamp(1, spare.len()).min(input.len() - offset);
+        spare[..n].copy_from_slice(&input[offset..offset + n]);
+        buf.filled(n);
+        offset += n;
+    }
+}
+
+fn request_strategy() -> impl Strategy<Value = (Vec<u8>, Request)> {
+    (
+        prop::sample::select(vec!["GET", "POST", "HEAD", "PUT", "DELETE"]),
+        "/[a-z0-9/._-]{0,40}",
+        prop::bool::ANY,
+        prop::sample::select(vec![None, Some("close"), Some("keep-alive"), Some("Upgrade, Close")]),
+        prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,30}"), 0..6),
+        0usize..300,
+    )
+        .prop_map(|(method, path, http10, connection, headers, body)| {
+            let mut text = format!("{method} {path} HTTP/1.{}\r\n", if http10 { 0 } else { 1 });
+            for (name, value) in &headers {
+                let lower = name.to_ascii_lowercase();
+                if ["connection", "content-length", "transfer-encoding"].contains(&lower.as_str()) {
+                    continue;
+                }
+                text.push_str(&format!("{name}: {}\r\n", value.trim()));
+            }
+            if let Some(c) = connection {
+                text.push_str(&format!("Connection: {c}\r\n"));
+            }
+            let body_len = if method == "POST" || method == "PUT" { body } else { 0 };
+            if body_len > 0 {
+                text.push_str(&format!("Content-Length: {body_len}\r\n"));
+            }
+            text.push_str("\r\n");
+            let mut bytes = text.into_bytes();
+            bytes.extend(std::iter::repeat_n(b'x', body_len));
+            let close = connection.is_some_and(|c| c.to_ascii_lowercase().contains("close"));
+            let keep_alive = if http10 { connection == Some("keep-alive") } else { !close };
+            (bytes, Request { keep_alive, http10, head_only: method == "HEAD" })
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any bytes, in any chunking: no panic, no read past what was filled, no unbounded state.
+    #[test]
+    fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..20_000),
+                                   chunks in prop::collection::vec(1usize..9000, 1..8)) {
+        let (requests, _) = drive(&input, &chunks);
+        prop_assert!(requests.len() <= input.len() / 16 + 1);
+    }
+
+    /// Valid pipelined requests parse to the same answers however the bytes are split.
+    #[test]
+    fn valid_pipelines_parse_the_same_in_any_chunking(
+        batch in prop::collection::vec(request_strategy(), 1..8),
+        chunks in prop::collection::vec(1usize..200, 1..6),
+    ) {
+        let input: Vec<u8> = batch.iter().flat_map(|(bytes, _)| bytes.clone()).collect();
+        let expected: Vec<Request> = batch.iter().map(|(_, r)| *r).collect();
+        let (whole, error) = drive(&input, &[input.len()]);
+        prop_assert_eq!(error, None);
+        prop_assert_eq!(&whole, &expected);
+        let (split, error) = drive(&input, &chunks);
+        prop_assert_eq!(error, None);
+        prop_assert_eq!(split, expected);
+    }
+
+    /// A head that never ends is refused with 431 once it reaches 8 KiB, whatever the chunks.
+    #[test]
+    fn endless_heads_are_431(filler in prop::collection::vec(b'a'..=b'z', MAX_HEAD..MAX_HEAD + 4000),
+                             chunks in prop::collection::vec(1usize..3000, 1..5)) {
+        let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        input.extend_from_slice(&filler);
+        let (requests, error) = drive(&input, &chunks);
+        prop_assert!(requests.is_empty());
+        prop_assert_eq!(error, Some(HttpError::HeadTooLarge));
+    }
+}
