@@ -1,7 +1,7 @@
 # archbench entry points. `make test` is what CI runs (.ci/run).
 CARGO ?= cargo
 
-.PHONY: all build release test lint fmt doc unit bench paper clean
+.PHONY: all build release test lint fmt doc unit bench paper suite clean
 
 all: build
 
@@ -39,3 +39,8 @@ bench:
 ## paper: the paper's Tables 1 and 2 redone (results/paper/latest.md); PAPER_ARGS="--scale 10" etc.
 paper: release
 	./target/release/bench-client paper $(PAPER_ARGS)
+
+## suite: any preset, e.g. make suite PRESET=hostile (results/<preset>/latest.md)
+PRESET ?= http
+suite: release
+	./target/release/bench-client suite --preset $(PRESET) $(SUITE_ARGS)

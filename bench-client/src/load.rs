@@ -287,6 +287,7 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         server_threads: Na(None),
         server_processes: Na(None),
         server_requests: Na(None),
+        server_ok_after: Na(None),
         partial: result.partial.is_some(),
         notes: notes.join("; "),
     }

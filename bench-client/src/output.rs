@@ -25,11 +25,13 @@ impl<'de, T: std::str::FromStr> Deserialize<'de> for Na<T> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
+            Bool(bool),
             Text(String),
             Float(f64),
             Int(u64),
         }
         let text = match Raw::deserialize(d)? {
+            Raw::Bool(b) => b.to_string(),
             Raw::Text(t) => t,
             Raw::Float(f) => f.to_string(),
             Raw::Int(i) => i.to_string(),
@@ -144,6 +146,9 @@ pub struct ResultRow {
     /// Requests the server answered in its life for this row (check, warm-up, measurement):
     /// the server_* totals divided by it give the costs per request.
     pub server_requests: Na<u64>,
+    /// The server answered a request after the measurement and exited cleanly on SIGTERM
+    /// (suite only; NA for `load`).
+    pub server_ok_after: Na<bool>,
     /// True when the run stopped early (the notes say why).
     pub partial: bool,
     /// Why a value is NA, why a run is partial, hints.
@@ -215,6 +220,7 @@ impl ResultRow {
             server_threads: Na(None),
             server_processes: Na(None),
             server_requests: Na(None),
+            server_ok_after: Na(None),
             partial: false,
             notes: String::new(),
         }
@@ -422,7 +428,7 @@ mod tests {
              lat_p50_ms,lat_p90_ms,lat_p99_ms,lat_p999_ms,lat_max_ms,lat_p50_uncorrected_ms,\
              lat_p99_uncorrected_ms,connections,client_cpu_pct,server_cpu_user_s,server_cpu_sys_s,\
              server_ctx_voluntary,server_ctx_involuntary,server_peak_rss_kb,server_threads,\
-             server_processes,server_requests,partial,notes"
+             server_processes,server_requests,server_ok_after,partial,notes"
         );
     }
 

@@ -144,3 +144,45 @@ fn saved_histograms_merge() {
     let out = bench_client(&["merge", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn sigint_ends_the_run_as_partial_and_still_writes_it() {
+    let server = TestServer::start(Behaviour::Hello);
+    let dir = temp_dir("sigint");
+    let csv = dir.join("runs.csv");
+    let child = Command::new(env!("CARGO_BIN_EXE_bench-client"))
+        .args([
+            "load",
+            "-d",
+            "30s",
+            "-c",
+            "2",
+            "-k",
+            "--csv",
+            csv.to_str().unwrap(),
+            &server.url(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "a partial run is not a success");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("PARTIAL") && text.contains("SIGINT"),
+        "{text}"
+    );
+    let rows = read_csv(&csv).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].partial && rows[0].ok > 0, "{:?}", rows[0]);
+    assert!(rows[0].elapsed_s < 5.0);
+}

@@ -9,6 +9,7 @@
 //! machine does not land on one server. A server that fails to start, fails the check or dies
 //! mid-cell gives an error row and the run goes on.
 
+pub mod hostile;
 pub mod report;
 pub mod server;
 
@@ -22,6 +23,7 @@ use crate::load::{self, EngineKind, Labels, LoadResult};
 use crate::meta::{self, Machine};
 use crate::output::{self, Na, ResultRow};
 use crate::LoadSpec;
+use hostile::Adversary;
 use server::{Launch, Locations};
 
 /// One server of the comparison.
@@ -89,6 +91,10 @@ pub struct CellSpec {
     pub requests: u64,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// Measure for this long instead of a request count.
+    pub duration: Option<Duration>,
+    /// What misbehaves beside the load.
+    pub adversary: Adversary,
 }
 
 /// A named set of cells.
@@ -115,6 +121,13 @@ pub fn presets() -> Vec<Preset> {
         keep_alive,
         requests,
         concurrency,
+        duration: None,
+        adversary: Adversary::None,
+    };
+    let hostile = |table, title, adversary| CellSpec {
+        duration: Some(Duration::from_secs(2)),
+        adversary,
+        ..cell(table, title, Workload::Hello, Protocol::Http, false, 0, 10)
     };
     vec![
         Preset {
@@ -163,6 +176,44 @@ pub fn presets() -> Vec<Preset> {
                     true,
                     50_000,
                     50,
+                ),
+            ],
+            reps: 3,
+        },
+        Preset {
+            name: "hostile",
+            about:
+                "HTTP hello (a connection per request, 10 at a time, 2 s) beside hostile clients",
+            cells: vec![
+                hostile(
+                    "hostile-clean",
+                    "clean: the normal load alone",
+                    Adversary::None,
+                ),
+                hostile(
+                    "hostile-slowloris-10",
+                    "beside 10 slowloris connections",
+                    Adversary::Slowloris(10),
+                ),
+                hostile(
+                    "hostile-slowloris-100",
+                    "beside 100 slowloris connections",
+                    Adversary::Slowloris(100),
+                ),
+                hostile(
+                    "hostile-slowloris-1000",
+                    "beside 1000 slowloris connections",
+                    Adversary::Slowloris(1000),
+                ),
+                hostile(
+                    "hostile-malformed",
+                    "beside a stream of malformed requests",
+                    Adversary::Malformed,
+                ),
+                hostile(
+                    "hostile-resets",
+                    "beside a stream of clients that reset before their answer",
+                    Adversary::Resets,
                 ),
             ],
             reps: 3,
@@ -313,16 +364,23 @@ fn measure(
     machine: &Machine,
 ) -> (ResultRow, bool) {
     let requests = cell.requests * opts.scale;
+    let duration = cell.duration.map(|d| d * opts.scale as u32);
     let spec = LoadSpec {
         target: "127.0.0.1:1".parse().expect("placeholder target"),
-        requests: Some(requests),
-        duration: None,
+        requests: if duration.is_some() {
+            None
+        } else {
+            Some(requests)
+        },
+        duration,
         concurrency: cell.concurrency,
         threads: 1,
         keep_alive: cell.keep_alive,
         rate: None,
         raw: cell.protocol == Protocol::Raw,
-        timeout: Duration::from_secs(10),
+        // In a duration cell, a request a starved server never answers counts as a timeout
+        // (half the cell) instead of being abandoned unseen at the end.
+        timeout: duration.map_or(Duration::from_secs(10), |d| d / 2),
         busy_poll: false,
         source_addrs: 0,
     };
@@ -367,18 +425,29 @@ fn measure(
             exit.describe()
         ));
     }
-    // Warm-up: a tenth of the requests (at least one per connection), not measured.
+    // Warm-up, not measured: a tenth of the requests (duration cells: ten per connection).
+    let warm_requests = if duration.is_some() {
+        10 * cell.concurrency as u64
+    } else {
+        requests / 10
+    };
     let warm = LoadSpec {
-        requests: Some((requests / 10).max(cell.concurrency as u64)),
+        requests: Some(warm_requests.max(cell.concurrency as u64)),
+        duration: None,
         ..spec.clone()
     };
     let warmed = load::run(&warm, EngineKind::Epoll, false)
         .map(|r| r.stats.ok)
         .unwrap_or(0);
 
+    let attack = hostile::start(cell.adversary, running.addr);
     let sampler = running.sample_tree();
     let result = load::run(&spec, EngineKind::Epoll, false);
     let (threads, processes) = sampler.finish();
+    let actions = attack.stop();
+    // Still standing? One more request must be answered after the load (and the attack).
+    let answered_after =
+        matches!(load::run(&check, EngineKind::Epoll, false), Ok(r) if r.stats.ok == 1);
     let exit = running.stop();
     let result = match result {
         Ok(r) => r,
@@ -391,6 +460,16 @@ fn measure(
         .filter(|n| !n.is_empty())
         .map(String::from)
         .collect();
+    match cell.adversary {
+        Adversary::None => {}
+        Adversary::Slowloris(k) => notes.push(format!(
+            "adversary: {actions} of {k} slowloris connections opened and held"
+        )),
+        other => notes.push(format!("adversary: {} ({actions} sent)", other.label())),
+    }
+    if !answered_after {
+        notes.push("did not answer a request after the measurement".into());
+    }
     if exit.died_early {
         row.partial = true;
         notes.insert(
@@ -420,7 +499,10 @@ fn measure(
     row.server_peak_rss_kb = Na(Some(exit.peak_rss_kb));
     row.server_threads = Na(Some(threads));
     row.server_processes = Na(Some(processes));
-    row.server_requests = Na(Some(1 + warmed + result.stats.ok));
+    row.server_requests = Na(Some(
+        1 + warmed + result.stats.ok + u64::from(answered_after),
+    ));
+    row.server_ok_after = Na(Some(answered_after && exit.clean()));
     row.notes = notes.join("; ");
     (row, true)
 }

@@ -199,6 +199,9 @@ pub fn markdown(opts: &SuiteOptions, machine: &Machine, rows: &[ResultRow]) -> S
              docs/reproducing-the-paper.md.\n"
         );
     }
+    if opts.preset.name == "hostile" {
+        hostile_summary(&mut s, opts, rows);
+    }
     for cell in &opts.preset.cells {
         let summaries = summarize(rows, cell.table);
         let _ = writeln!(s, "## {}\n", cell.title);
@@ -247,6 +250,51 @@ fn generic_table(s: &mut String, summaries: &[(String, String, Summary)]) {
             c[3]
         );
     }
+}
+
+/// The hostile preset at a glance: throughput kept beside each adversary, as a share of the
+/// same server's clean run, and whether the server was still standing afterwards.
+fn hostile_summary(s: &mut String, opts: &SuiteOptions, rows: &[ResultRow]) {
+    let cells = &opts.preset.cells;
+    let _ = writeln!(
+        s,
+        "## Throughput kept\n\nreq/s of the normal load beside each adversary, as a share of the same \
+         server's clean run (medians); then errors of the normal load (median), and whether the \
+         server answered a request afterwards and stopped cleanly (all repetitions).\n"
+    );
+    let heads: Vec<String> = cells.iter().skip(1).map(|c| c.adversary.label()).collect();
+    let _ = writeln!(s, "| server | clean req/s | {} |", heads.join(" | "));
+    let _ = writeln!(s, "|---|---:|{}", "---|".repeat(heads.len()));
+    let clean = summarize(rows, cells[0].table);
+    for (name, _, sum) in &clean {
+        let base = sum.stat(|r| Some(r.rps));
+        let mut line = format!("| {name} | {} |", f(base, 0));
+        for cell in cells.iter().skip(1) {
+            let cell_rows = summarize(rows, cell.table);
+            let Some((_, _, other)) = cell_rows.iter().find(|(n, _, _)| n == name) else {
+                line.push_str(" NA |");
+                continue;
+            };
+            let kept = match (other.stat(|r| Some(r.rps)), base) {
+                (Some(r), Some(b)) if b > 0.0 => format!("{:.0}%", 100.0 * r / b),
+                _ => "NA".into(),
+            };
+            let errors = other.stat(|r| Some(super::errors(r) as f64));
+            let standing = rows
+                .iter()
+                .filter(|r| r.table == cell.table && &r.server == name)
+                .all(|r| r.server_ok_after.0 == Some(true));
+            let _ = write!(
+                line,
+                " {kept}, {} err, {} |",
+                f(errors, 0),
+                if standing { "ok" } else { "**down**" }
+            );
+            let _ = cell_rows;
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    s.push('\n');
 }
 
 fn paper_for(table: u32, ours: &str) -> Option<PaperRow> {

@@ -26,7 +26,11 @@ fn drive(input: &[u8], chunks: &[usize]) -> (Vec<Request>, Option<HttpError>) {
         let spare = buf.spare();
         assert!(!spare.is_empty(), "no room while no complete request waits");
         assert!(spare.len() <= MAX_HEAD);
-        let n = sizes.next().unwrap_or(1).clamp(1, spare.len()).min(input.len() - offset);
+        let n = sizes
+            .next()
+            .unwrap_or(1)
+            .clamp(1, spare.len())
+            .min(input.len() - offset);
         spare[..n].copy_from_slice(&input[offset..offset + n]);
         buf.filled(n);
         offset += n;
@@ -38,7 +42,12 @@ fn request_strategy() -> impl Strategy<Value = (Vec<u8>, Request)> {
         prop::sample::select(vec!["GET", "POST", "HEAD", "PUT", "DELETE"]),
         "/[a-z0-9/._-]{0,40}",
         prop::bool::ANY,
-        prop::sample::select(vec![None, Some("close"), Some("keep-alive"), Some("Upgrade, Close")]),
+        prop::sample::select(vec![
+            None,
+            Some("close"),
+            Some("keep-alive"),
+            Some("Upgrade, Close"),
+        ]),
         prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,30}"), 0..6),
         0usize..300,
     )
@@ -54,7 +63,11 @@ fn request_strategy() -> impl Strategy<Value = (Vec<u8>, Request)> {
             if let Some(c) = connection {
                 text.push_str(&format!("Connection: {c}\r\n"));
             }
-            let body_len = if method == "POST" || method == "PUT" { body } else { 0 };
+            let body_len = if method == "POST" || method == "PUT" {
+                body
+            } else {
+                0
+            };
             if body_len > 0 {
                 text.push_str(&format!("Content-Length: {body_len}\r\n"));
             }
@@ -62,8 +75,19 @@ fn request_strategy() -> impl Strategy<Value = (Vec<u8>, Request)> {
             let mut bytes = text.into_bytes();
             bytes.extend(std::iter::repeat_n(b'x', body_len));
             let close = connection.is_some_and(|c| c.to_ascii_lowercase().contains("close"));
-            let keep_alive = if http10 { connection == Some("keep-alive") } else { !close };
-            (bytes, Request { keep_alive, http10, head_only: method == "HEAD" })
+            let keep_alive = if http10 {
+                connection == Some("keep-alive")
+            } else {
+                !close
+            };
+            (
+                bytes,
+                Request {
+                    keep_alive,
+                    http10,
+                    head_only: method == "HEAD",
+                },
+            )
         })
 }
 
