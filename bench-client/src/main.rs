@@ -273,7 +273,11 @@ fn load_command(args: LoadArgs) -> ExitCode {
             "{}",
             output::summary(
                 &row,
-                &spec.target.to_string(),
+                &if spec.raw {
+                    format!("tcp://{}", spec.target.addr)
+                } else {
+                    spec.target.to_string()
+                },
                 spec.rate.is_some(),
                 client_bound
             )
