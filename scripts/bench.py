@@ -5,8 +5,8 @@ Targets: nginx (1 worker, Debian's nginx-light) and archbench's server-epoll.
 Scenarios, every tool interleaved within each repetition (REPS, default 3):
   keep-alive -c 10 and -c 100, one client thread: wrk -t1  vs  bench-client -t1 -k
   a new connection per request, -c 10:             ab -n N  vs  bench-client -n N
-bench-client runs with its epoll engine (default), its tokio engine, and epoll with
---busy-poll. For every run: req/s and the client's CPU time per request (rusage of the
+bench-client runs with its epoll engine (default: 50 us spin), its tokio engine, epoll
+without the spin (--spin 0s), and epoll with --busy-poll. For every run: req/s and the client's CPU time per request (rusage of the
 child), so "faster" and "cheaper" can be told apart. Medians, spread (min-max) and ratios
 to the peer tool of the same run go to results/bench/latest.md; raw figures to
 results/bench/<date>-<host>.csv.
@@ -90,7 +90,7 @@ def main():
     epoll, addr = start_server([os.path.join(BIN, "server-epoll")])
     targets.append(("server-epoll", addr)); procs.append(epoll)
     engines = [("bench-client", ["--engine", "epoll"]), ("bench-client tokio", ["--engine", "tokio"]),
-               ("bench-client --busy-poll", ["--busy-poll"])]
+               ("bench-client --spin 0s", ["--spin", "0s"]), ("bench-client --busy-poll", ["--busy-poll"])]
     rows = []
     try:
         for rep in range(1, REPS + 1):

@@ -135,6 +135,12 @@ struct LoadArgs {
     #[arg(long)]
     busy_poll: bool,
 
+    /// With requests in flight, poll this long without blocking before sleeping (epoll
+    /// engine; 0 disables): picks up answers due within microseconds without making the server
+    /// wake the client. See docs/bench-client.md.
+    #[arg(long, default_value = "50us", value_parser = parse_duration)]
+    spin: Duration,
+
     /// Engine: epoll (default) or tokio.
     #[arg(long, value_enum, default_value_t = EngineKind::Epoll)]
     engine: EngineKind,
@@ -208,6 +214,7 @@ fn load_command(args: LoadArgs) -> ExitCode {
         raw: args.protocol == serverkit::Protocol::Raw,
         timeout: args.timeout,
         busy_poll: args.busy_poll,
+        spin: args.spin,
         source_addrs: args.source_addrs,
     };
     if spec.busy_poll && args.engine != EngineKind::Epoll {

@@ -27,6 +27,7 @@ fn spec(server: &TestServer, n: u64, c: usize) -> LoadSpec {
         raw: false,
         timeout: Duration::from_secs(5),
         busy_poll: false,
+        spin: Duration::ZERO,
         source_addrs: 0,
     }
 }
@@ -112,6 +113,23 @@ fn busy_poll_gives_the_same_counts() {
     let result = run(&spec, EngineKind::Epoll);
     assert_eq!((result.stats.ok, result.stats.errors.total()), (500, 0));
     assert_eq!(server.connections(), 4);
+}
+
+#[test]
+fn the_default_spin_does_not_burn_cpu_while_waiting() {
+    let server = TestServer::start(Behaviour::Delay(Duration::from_millis(100)));
+    let spec = LoadSpec {
+        spin: bench_client::engine::DEFAULT_SPIN,
+        ..spec(&server, 10, 2)
+    };
+    let result = run(&spec, EngineKind::Epoll);
+    assert_eq!(result.stats.ok, 10);
+    let share = result.client_cpu.as_secs_f64() / result.elapsed.as_secs_f64();
+    assert!(
+        share < 0.05,
+        "client used {:.1}% CPU waiting on a 100 ms server",
+        share * 100.0
+    );
 }
 
 #[test]

@@ -78,6 +78,8 @@ struct Engine<'a> {
     scratch: Box<[u8; 16384]>,
     stats: ThreadStats,
     opened: u64,
+    /// Requests started and not yet ended (answered, failed or timed out).
+    in_flight: usize,
 }
 
 impl<'a> Engine<'a> {
@@ -124,6 +126,7 @@ impl<'a> Engine<'a> {
             scratch: Box::new([0; 16384]),
             stats: ThreadStats::new(),
             opened: 0,
+            in_flight: 0,
         })
     }
 
@@ -157,12 +160,8 @@ impl<'a> Engine<'a> {
             if let Some(end) = self.shared.stop_at {
                 wake = wake.min(end);
             }
-            let millis = if self.spec.busy_poll {
-                0
-            } else {
-                wake.saturating_duration_since(now).as_millis().min(100) as u16
-            };
-            let ready = match self.epoll.wait(&mut events, EpollTimeout::from(millis)) {
+            let millis = wake.saturating_duration_since(now).as_millis().min(100) as u16;
+            let ready = match self.wait(&mut events, millis) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => {
@@ -185,6 +184,28 @@ impl<'a> Engine<'a> {
         for slot in &mut self.slots {
             slot.stream = None;
         }
+    }
+
+    /// Waits for events. With requests in flight it first polls without blocking for up to
+    /// `spec.spin` (all the time with `busy_poll`): an answer due within microseconds is then
+    /// picked up by a running thread, and the server does not pay to wake a sleeping one.
+    fn wait(&mut self, events: &mut [EpollEvent], millis: u16) -> nix::Result<usize> {
+        if self.spec.busy_poll {
+            return self.epoll.wait(events, EpollTimeout::ZERO);
+        }
+        if self.in_flight > 0 && !self.spec.spin.is_zero() {
+            let spin_until = Instant::now() + self.spec.spin;
+            loop {
+                let n = self.epoll.wait(events, EpollTimeout::ZERO)?;
+                if n > 0 || Instant::now() >= spin_until {
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                    break;
+                }
+            }
+        }
+        self.epoll.wait(events, EpollTimeout::from(millis))
     }
 
     fn all_done(&self) -> bool {
@@ -248,6 +269,7 @@ impl<'a> Engine<'a> {
                 self.slots[i].stream = None;
                 return;
             }
+            self.in_flight += 1;
             let slot = &mut self.slots[i];
             slot.scheduled = scheduled;
             slot.started = now;
@@ -260,6 +282,7 @@ impl<'a> Engine<'a> {
             match self.connect(i) {
                 Ok(()) => return,
                 Err(e) => {
+                    self.in_flight -= 1;
                     count_io_error(&mut self.stats, self.shared, false, &e);
                     if self.interval.is_some() {
                         return self.next_request(i, now);
@@ -381,6 +404,7 @@ impl<'a> Engine<'a> {
 
     /// Ends the current request: keeps or closes the connection, then the next request.
     fn recycle(&mut self, i: usize, keep: bool) {
+        self.in_flight -= 1;
         if !keep {
             self.slots[i].stream = None; // close; also leaves the epoll set
         }

@@ -40,6 +40,10 @@ pub struct LoadSpec {
     /// Never sleep in `epoll_wait` while requests are in flight (epoll engine): costs a whole
     /// core, and spares the server the cost of waking the client for every response.
     pub busy_poll: bool,
+    /// With requests in flight, poll without blocking for this long before sleeping in
+    /// `epoll_wait` (epoll engine): answers due within microseconds are picked up without the
+    /// server paying to wake the client. Zero: always block.
+    pub spin: Duration,
     /// Spread connections over this many source addresses, 127.0.0.1 upwards (0: let the
     /// kernel choose).
     pub source_addrs: u8,
@@ -178,6 +182,10 @@ fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).max(1)
 }
 
+/// Default `--spin`: long enough to catch an answer that is on its way on loopback, short
+/// enough that a client waiting on a slow server sleeps almost all the time.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
 /// After this many connection attempts in a row fail, with no success between them, the run
 /// stops: the target is gone, and hammering it measures nothing.
 pub const GIVE_UP_AFTER_FAILED_CONNECTS: u64 = 500;
@@ -292,6 +300,7 @@ mod tests {
             raw: false,
             timeout: Duration::from_secs(1),
             busy_poll: false,
+            spin: Duration::ZERO,
             source_addrs: 0,
         }
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serverkit::{Protocol, Workload};
 
+use crate::engine::DEFAULT_SPIN;
 use crate::load::{self, EngineKind, Labels, LoadResult};
 use crate::meta::{self, Machine};
 use crate::output::{self, Na, ResultRow};
@@ -382,6 +383,7 @@ fn measure(
         // (half the cell) instead of being abandoned unseen at the end.
         timeout: duration.map_or(Duration::from_secs(10), |d| d / 2),
         busy_poll: false,
+        spin: DEFAULT_SPIN,
         source_addrs: 0,
     };
     let not_measured = |reason: String| {

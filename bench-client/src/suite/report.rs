@@ -458,11 +458,12 @@ fn ordering_note(
     };
     sort(&mut paper);
     sort(&mut ours);
+    let separator = if descending { " > " } else { " < " };
     let names = |v: &[(String, f64)]| {
         v.iter()
             .map(|(n, _)| n.as_str())
             .collect::<Vec<_>>()
-            .join(" > ")
+            .join(separator)
     };
     if ours.len() < paper.len() {
         let _ = writeln!(

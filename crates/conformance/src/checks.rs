@@ -486,3 +486,30 @@ pub fn binding_beyond_loopback_warns(bin: &str, _: Model) {
         .unwrap();
     assert!(stderr.starts_with("warning: binding 0.0.0.0:0"), "{stderr}");
 }
+
+/// With `--max-conns 2` and 4 concurrent `delay:200ms` requests, the server never holds more
+/// than 2 (children for fork, connection threads for threads) and the requests go in two
+/// waves. Returns the most (threads, children) seen, for the caller's model-specific check.
+pub fn max_conns_caps_what_clients_get(bin: &str) -> (usize, usize) {
+    let server = Server::start(bin, &["--max-conns", "2", "--workload", "delay:200ms"]);
+    let addr = server.addr;
+    let start = Instant::now();
+    let clients: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || get_once(addr)))
+        .collect();
+    let mut most = (0, 0);
+    while !clients.iter().all(|c| c.is_finished()) {
+        let (t, c) = server.threads_and_children();
+        most = (most.0.max(t), most.1.max(c));
+        thread::sleep(Duration::from_millis(5));
+    }
+    for client in clients {
+        assert_hello(&client.join().unwrap());
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "4 requests under a cap of 2 took {:?}",
+        start.elapsed()
+    );
+    most
+}

@@ -107,6 +107,22 @@ impl Server {
         field(14) + field(15)
     }
 
+    /// Threads of the server process, and its live child processes.
+    pub fn threads_and_children(&self) -> (usize, usize) {
+        let pid = self.pid();
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let children = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .map(|c| c.split_whitespace().count())
+            .sum();
+        (threads, children)
+    }
+
     /// Zombie children of the server (exited, not reaped).
     pub fn zombie_children(&self) -> usize {
         let me = self.pid().to_string();
