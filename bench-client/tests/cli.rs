@@ -186,3 +186,22 @@ fn sigint_ends_the_run_as_partial_and_still_writes_it() {
     assert!(rows[0].partial && rows[0].ok > 0, "{:?}", rows[0]);
     assert!(rows[0].elapsed_s < 5.0);
 }
+
+#[test]
+fn the_default_spin_does_not_burn_cpu_while_waiting() {
+    // In its own process: the CPU figure is the client process's (in-process tests share it).
+    let server = TestServer::start(Behaviour::Delay(std::time::Duration::from_millis(100)));
+    let out = bench_client(&["load", "-n", "10", "-c", "2", "--json", &server.url()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: ResultRow = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(row.ok, 10);
+    assert!(
+        row.client_cpu_pct < 5.0,
+        "client used {:.1}% CPU waiting on a 100 ms server",
+        row.client_cpu_pct
+    );
+}
