@@ -205,3 +205,27 @@ fn the_default_spin_does_not_burn_cpu_while_waiting() {
         row.client_cpu_pct
     );
 }
+
+#[test]
+fn warmup_requests_are_sent_but_not_counted() {
+    let server = TestServer::start(Behaviour::Hello);
+    let out = bench_client(&[
+        "load",
+        "-n",
+        "100",
+        "--warmup",
+        "50",
+        "--json",
+        &server.url(),
+    ]);
+    assert!(out.status.success());
+    let row: ResultRow = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(row.ok, 100, "only the measured requests count");
+    assert_eq!(
+        server
+            .counters
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        150
+    );
+}

@@ -269,3 +269,25 @@ fn a_dead_target_ends_the_run_as_partial() {
     assert!(reason.contains("stopped accepting"), "{reason}");
     assert!(result.stats.errors.connect >= bench_client::engine::GIVE_UP_AFTER_FAILED_CONNECTS);
 }
+
+#[test]
+fn source_addrs_spread_connections_over_loopback_addresses() {
+    let server = TestServer::start(Behaviour::Hello);
+    let result = run(
+        &LoadSpec {
+            source_addrs: 4,
+            ..spec(&server, 40, 2)
+        },
+        EngineKind::Epoll,
+    );
+    assert_eq!(result.stats.ok, 40);
+    let peers: Vec<String> = server
+        .counters
+        .peers
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|ip| ip.to_string())
+        .collect();
+    assert_eq!(peers, ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+}

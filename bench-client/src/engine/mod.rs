@@ -330,6 +330,36 @@ mod tests {
     }
 
     #[test]
+    fn io_errors_are_classified_and_port_exhaustion_is_noticed() {
+        let shared = Shared::new(&spec(1, 1), Instant::now());
+        let mut stats = ThreadStats::new();
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        count_io_error(&mut stats, &shared, false, &refused);
+        assert!(!stats.ports_exhausted);
+        let no_port = std::io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
+        count_io_error(&mut stats, &shared, false, &no_port);
+        assert!(
+            stats.ports_exhausted,
+            "EADDRNOTAVAIL on connect means no local port was free"
+        );
+        count_io_error(
+            &mut stats,
+            &shared,
+            true,
+            &std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        );
+        count_io_error(
+            &mut stats,
+            &shared,
+            true,
+            &std::io::Error::from(std::io::ErrorKind::TimedOut),
+        );
+        let e = stats.errors;
+        assert_eq!((e.connect, e.reset, e.timeout, e.total()), (2, 1, 1, 4));
+        assert_eq!(shared.finished.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
     fn source_addresses_cycle_over_loopback() {
         let mut s = spec(1, 1);
         assert_eq!(s.source_addr(5), None);

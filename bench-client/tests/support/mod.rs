@@ -34,6 +34,7 @@ pub enum Behaviour {
 
 #[derive(Default)]
 pub struct Counters {
+    pub peers: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
     pub connections: AtomicU64,
     pub requests: AtomicU64,
     pub in_flight: AtomicU64,
@@ -61,6 +62,9 @@ impl TestServer {
                 }
                 let Ok(stream) = stream else { continue };
                 c.connections.fetch_add(1, Ordering::SeqCst);
+                if let Ok(peer) = stream.peer_addr() {
+                    c.peers.lock().unwrap().insert(peer.ip());
+                }
                 let (c, gate) = (Arc::clone(&c), Arc::clone(&pause_gate));
                 thread::spawn(move || serve(stream, behaviour, &c, &gate));
             }

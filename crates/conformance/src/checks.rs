@@ -199,6 +199,28 @@ pub fn malformed_request_gets_400_and_close(bin: &str, _: Model) {
     assert_hello(&get_once(server.addr));
 }
 
+/// Pipelined requests followed by garbage, as many as fill the server's 2 KiB of waiting
+/// answers (about 40) give or take: every request is answered in order, then the `400`, then
+/// the close. (The `400` must not be lost when the answers before it fill the outbox.)
+pub fn pipelined_requests_then_garbage_get_every_answer_then_400(bin: &str, _: Model) {
+    let server = Server::start(bin, &[]);
+    for count in 38..=42 {
+        let mut conn = Conn::open(server.addr);
+        let mut batch = GET.repeat(count);
+        batch.extend_from_slice(b"garbage garbage\r\n\r\n");
+        conn.send(&batch);
+        for i in 0..count {
+            assert_eq!(conn.response().status, 200, "{count} pipelined: answer {i}");
+        }
+        assert_eq!(
+            conn.response().status,
+            400,
+            "{count} pipelined: the 400 after them"
+        );
+        assert!(conn.is_closed());
+    }
+}
+
 /// A request head over 8 KiB gets `431`, then the server closes.
 pub fn oversized_head_gets_431_and_close(bin: &str, _: Model) {
     let server = Server::start(bin, &[]);

@@ -41,6 +41,7 @@ macro_rules! suite {
             request_sent_a_byte_at_a_time_is_served,
             slow_reader_gets_every_response,
             malformed_request_gets_400_and_close,
+            pipelined_requests_then_garbage_get_every_answer_then_400,
             oversized_head_gets_431_and_close,
             sigterm_answers_request_in_flight_and_exits_0,
             bad_flags_exit_2_with_one_line,

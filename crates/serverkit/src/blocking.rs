@@ -107,6 +107,9 @@ fn serve_http(stream: &mut TcpStream, config: &ServerConfig) -> io::Result<()> {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    if !out.has_room_for(e.response()) {
+                        write_out(stream, &mut out)?;
+                    }
                     out.push(e.response());
                     close = true;
                 }

@@ -130,6 +130,9 @@ async fn serve_connection(
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    if !out.has_room_for(e.response()) {
+                        write_out(&mut stream, &mut out).await?;
+                    }
                     out.push(e.response());
                     close = true;
                 }
