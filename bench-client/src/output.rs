@@ -266,7 +266,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// I/O errors, or an existing file whose header differs (it is left untouched).
 pub fn append_csv(path: &Path, rows: &[ResultRow]) -> io::Result<()> {
     // A hidden lock file beside the CSV (kept: removing it would race with a waiting writer).
-    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?;
     let lock_path = path.with_file_name(format!(".{}.lock", name.to_string_lossy()));
     if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
