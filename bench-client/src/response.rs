@@ -134,11 +134,6 @@ impl ResponseReader {
             _ => Progress::Failed(Bad::EarlyClose),
         }
     }
-
-    /// True once any byte of the response arrived.
-    pub fn started(&self) -> bool {
-        !self.head.is_empty()
-    }
 }
 
 #[cfg(test)]

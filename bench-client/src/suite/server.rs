@@ -1,12 +1,11 @@
 //! A server under test: started, checked, watched, stopped, and its resource use read back.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -271,24 +270,7 @@ fn nginx_command(
 
 fn read_ready_line(child: &mut Child) -> Result<SocketAddr, String> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line);
-        let mut rest = String::new();
-        while reader.read_line(&mut rest).map(|n| n > 0).unwrap_or(false) {
-            rest.clear();
-        }
-    });
-    let line = rx
-        .recv_timeout(READY_TIMEOUT)
-        .map_err(|_| format!("no ready line within {READY_TIMEOUT:?}"))?;
-    line.trim()
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("unexpected ready line {:?}", line.trim()))
+    serverkit::listener::wait_for_ready_line(stdout, READY_TIMEOUT)
 }
 
 fn wait_connectable(addr: SocketAddr, child: &mut Child) -> Result<SocketAddr, String> {

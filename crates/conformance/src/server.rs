@@ -1,9 +1,7 @@
 //! A server binary started as a subprocess, known by the address on its ready line.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long a server may take to print its ready line.
@@ -56,32 +54,10 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the server never blocks on a full stdout pipe.
-            let mut rest = String::new();
-            while reader.read_line(&mut rest).map(|n| n > 0).unwrap_or(false) {
-                rest.clear();
-            }
-        });
-        let line = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
+        let addr =
+            serverkit::listener::wait_for_ready_line(stdout, READY_TIMEOUT).unwrap_or_else(|e| {
                 let _ = child.kill();
-                panic!("{bin} printed no ready line within {READY_TIMEOUT:?}");
-            }
-        };
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("{bin}: unexpected ready line {line:?}")
+                panic!("{bin}: {e}")
             });
         Server { child, addr }
     }

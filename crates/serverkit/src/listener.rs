@@ -14,6 +14,9 @@ use socket2::{Domain, Socket, Type};
 
 use crate::cli::ServerArgs;
 
+/// What the ready line starts with: `listening on ADDR`.
+pub const READY_PREFIX: &str = "listening on ";
+
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 by default).
 pub const BACKLOG: i32 = 4096;
 
@@ -76,8 +79,39 @@ pub fn announce(listener: &TcpListener) -> io::Result<SocketAddr> {
 /// If stdout is closed.
 pub fn announce_addr(addr: SocketAddr) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "listening on {addr}")?;
+    writeln!(out, "{READY_PREFIX}{addr}")?;
     out.flush()
+}
+
+/// The other side of [`announce`]: reads a started server's ready line from its stdout and
+/// returns the address in it. The rest of stdout is drained in the background, so a server
+/// that prints more never blocks on a full pipe.
+///
+/// # Errors
+/// No line within `timeout`, or a line that is not `listening on ADDR`.
+pub fn wait_for_ready_line(
+    stdout: std::process::ChildStdout,
+    timeout: Duration,
+) -> Result<SocketAddr, String> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let mut rest = String::new();
+        while reader.read_line(&mut rest).map(|n| n > 0).unwrap_or(false) {
+            rest.clear();
+        }
+    });
+    let line = rx
+        .recv_timeout(timeout)
+        .map_err(|_| format!("no ready line within {timeout:?}"))?;
+    line.trim()
+        .strip_prefix(READY_PREFIX)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("unexpected ready line {:?}", line.trim()))
 }
 
 #[cfg(test)]
