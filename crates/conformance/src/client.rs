@@ -127,6 +127,31 @@ impl Conn {
         }
     }
 
+    /// True if no byte of an answer arrives within `wait` (the connection stays usable).
+    ///
+    /// # Panics
+    /// On a read error other than the timeout.
+    pub fn nothing_within(&mut self, wait: Duration) -> bool {
+        self.stream().set_read_timeout(Some(wait)).unwrap();
+        let quiet = match self.reader.fill_buf() {
+            Ok(_) => false, // bytes, or the close
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "read: {e}"
+                );
+                true
+            }
+        };
+        self.stream()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        quiet
+    }
+
     /// Reads until the server closes; returns everything read.
     ///
     /// # Panics

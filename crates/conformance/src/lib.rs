@@ -54,6 +54,18 @@ macro_rules! suite {
             no_zombies_after_a_run,
             sigterm_under_load_answers_every_request_in_flight,
             binding_beyond_loopback_warns,
+            answers_carry_date_server_and_content_type,
+            the_date_moves_with_the_clock,
+            request_bodies_are_read_before_the_answer,
+            chunked_body_gets_501_and_a_graceful_close,
+            an_error_answer_survives_input_still_arriving,
+            a_slow_upload_is_not_timed_out,
+            close_wins_in_a_connection_token_list,
+            sigterm_at_the_cap_drains_and_exits,
+            sigterm_with_clients_that_barely_read_ends_in_time,
+            sigterm_mid_write_closes_after_the_answer,
+            the_cap_holds_connections_back,
+            a_server_that_cannot_announce_exits,
         );
     };
     (@tests $bin:expr, $model:expr; $($check:ident),* $(,)?) => {

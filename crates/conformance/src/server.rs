@@ -12,6 +12,8 @@ pub struct Server {
     child: Child,
     /// The address from the ready line.
     pub addr: SocketAddr,
+    /// Where its stderr goes, when captured.
+    stderr: Option<std::path::PathBuf>,
 }
 
 impl Server {
@@ -29,6 +31,32 @@ impl Server {
     /// # Panics
     /// As [`start`](Self::start).
     pub fn start_with_fd_limit(bin: &str, args: &[&str], limit: Option<u64>) -> Server {
+        Self::start_full(bin, args, limit, false)
+    }
+
+    /// Like [`start_with_fd_limit`](Self::start_with_fd_limit), with stderr written to a file
+    /// that [`stderr`](Self::stderr) reads (instead of the test's own stderr).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_capturing_stderr(bin: &str, args: &[&str], limit: Option<u64>) -> Server {
+        Self::start_full(bin, args, limit, true)
+    }
+
+    fn start_full(bin: &str, args: &[&str], limit: Option<u64>, capture: bool) -> Server {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let stderr_path = capture.then(|| {
+            std::env::temp_dir().join(format!(
+                "conformance-{}-{}.err",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ))
+        });
+        let stderr = match &stderr_path {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("stderr file")),
+            None => Stdio::inherit(),
+        };
         let mut command = Command::new(bin);
         command.args(["--addr", "127.0.0.1:0"]).args(args);
         if let Some(limit) = limit {
@@ -50,7 +78,7 @@ impl Server {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
@@ -59,7 +87,64 @@ impl Server {
                 let _ = child.kill();
                 panic!("{bin}: {e}")
             });
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            stderr: stderr_path,
+        }
+    }
+
+    /// What the server wrote on stderr so far (started with
+    /// [`start_capturing_stderr`](Self::start_capturing_stderr); empty otherwise).
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// Descriptors the server process holds open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// CPU time (user + system, in clock ticks of 1/100 s) of the whole server: the process,
+    /// the children it has reaped, and the children alive now (a prefork worker, a fork child).
+    pub fn tree_cpu_ticks(&self) -> u64 {
+        fn stat_fields(pid: u32) -> Vec<u64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            // Field 3 (state) is not a number; keep positions by mapping it to 0.
+            rest.split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect()
+        }
+        fn children(pid: u32) -> Vec<u32> {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+                .flat_map(|c| {
+                    c.split_whitespace()
+                        .filter_map(|p| p.parse().ok())
+                        .collect::<Vec<u32>>()
+                })
+                .collect()
+        }
+        fn own_and_reaped(pid: u32) -> u64 {
+            // utime, stime, cutime, cstime are fields 14 to 17 (index 11 to 14 after the name).
+            stat_fields(pid).get(11..15).map_or(0, |f| f.iter().sum())
+        }
+        let mut total = own_and_reaped(self.pid());
+        let mut stack = children(self.pid());
+        while let Some(pid) = stack.pop() {
+            total += own_and_reaped(pid);
+            stack.extend(children(pid));
+        }
+        total
     }
 
     /// The server's process id.
@@ -97,6 +182,21 @@ impl Server {
             .map(|c| c.split_whitespace().count())
             .sum();
         (threads, children)
+    }
+
+    /// Pids of the server's live child processes.
+    pub fn children(&self) -> Vec<u32> {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
     }
 
     /// Zombie children of the server (exited, not reaped).
@@ -138,6 +238,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(path) = &self.stderr {
+            let _ = std::fs::remove_file(path);
+        }
         if let Ok(None) = self.child.try_wait() {
             // A process server's children follow the parent's SIGTERM; SIGKILL leaves them.
             self.signal(libc::SIGTERM);

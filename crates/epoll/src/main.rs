@@ -9,18 +9,20 @@
 //! benchmark:** `delay` overlaps perfectly (a timer, never a sleep); `cpu` serializes like the
 //! iterative server.
 //!
-//! How it reads: [`EventLoop::run`] waits for events and dispatches them to
-//! `on_listener_ready`, `on_timer` and `on_peer_ready`; `drive` moves one connection as far as
-//! it can go without blocking (answer buffered requests, write), then asks epoll for what the
-//! connection needs next (`wanted`: readable, writable or nothing). Level-triggered epoll and
-//! an interest that only changes when a write is left half done keep it to one `epoll_wait`,
-//! one `read` and one `write` per request on a kept-alive connection. A partial read simply
-//! leaves bytes in the connection's [`RequestBuffer`]; a partial write leaves them in its
-//! [`Outbox`] until the socket is writable again.
+//! How it reads: [`EventLoop::run`] waits for events and dispatches them to `on_listener`,
+//! `on_timer` and `on_ready`. The protocol (what to answer, when to close, every deadline) is
+//! serverkit's [`Connection`], the same state machine every model drives; this file only
+//! decides how a connection *waits*. `drive` asks the connection for its next [`Action`] and
+//! does it without blocking until one would block; then the connection's [`Waiting`] state
+//! says what for: readable or writable (an interest in the epoll set) or a timer (`delay`).
+//! Level-triggered epoll and an interest that changes only when a write is left half done
+//! keep it to one `epoll_wait`, one `read` and one `write` per request on a kept-alive
+//! connection.
 //!
 //! `delay:D` arms a timer: deadlines wait in a heap, and one timerfd in the epoll set is armed
 //! for the earliest (nanosecond precision, unlike `epoll_wait`'s millisecond timeout). The
-//! same timerfd ticks every 250 ms to enforce the read and idle timeouts.
+//! same timerfd ticks every 250 ms to sweep the connections' read, idle and write deadlines.
+//! The cached `Date` header is the loop's own, refreshed after every `epoll_wait`.
 //!
 //! ```text
 //! server-epoll --workload delay:100ms
@@ -29,8 +31,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -40,21 +42,18 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{accept4, SockFlag};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
-use serverkit::blocking::{expired, Expired};
-use serverkit::http::{HttpError, Outbox, Request, RequestBuffer, HELLO_BODY};
+use serverkit::connection::{Action, Connection};
+use serverkit::date::DateCache;
 use serverkit::listener::TICK;
 use serverkit::workload::burn_cpu;
-use serverkit::{listener, shutdown, Protocol, ServerArgs, ServerConfig, Workload};
+use serverkit::{listener, shutdown, ServerArgs, ServerConfig, Workload};
 
-/// Event tokens: a connection's token is its descriptor; these two are not descriptors.
+/// Event tokens of the two descriptors that are not connections.
 const LISTENER: u64 = u64::MAX;
 const TIMER: u64 = u64::MAX - 1;
 
 /// Connections accepted per listener event, so a flood of connects cannot starve the others.
 const ACCEPT_BATCH: usize = 64;
-
-/// Room an answer needs in the outbox (the longest response is under 128 bytes).
-const MAX_RESPONSE: usize = 128;
 
 /// Epoll event-loop server: one thread, many connections.
 #[derive(Parser)]
@@ -77,39 +76,28 @@ fn start(args: &ServerArgs) -> io::Result<()> {
     event_loop.run()
 }
 
-/// One client connection: its bytes in both directions and where its request stands.
-struct Conn {
-    stream: TcpStream,
-    /// Unique for the life of the server: a timer set for an earlier connection that had the
-    /// same descriptor is recognised as stale.
-    serial: u64,
-    requests: RequestBuffer,
-    out: Outbox,
-    /// A request waiting for its `delay` timer (`None` inside: the raw protocol's one answer).
-    delayed: Option<Option<Request>>,
-    close_after_write: bool,
-    /// The client closed its side (read returned 0); answer what is pending, then close.
-    peer_closed: bool,
-    /// Raw protocol: the one answer has been produced.
-    raw_answered: bool,
-    /// Start of the current wait (idle, request head, or a stalled write), for the timeouts.
-    waiting_since: Instant,
-    /// What epoll watches for this connection now (`None`: not in the epoll set yet).
-    registered: Option<EpollFlags>,
+/// What a connection waits for between two turns of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Its socket to be readable (a request, or the rest of one).
+    Readable,
+    /// Its socket to be writable (a write was left half done).
+    Writable,
+    /// Its `delay` timer.
+    Timer,
 }
 
-impl Conn {
-    /// What the connection needs next: to write, to read, or nothing (waiting on a timer with
-    /// a full buffer, or on a client that closed).
-    fn wanted(&self, protocol: Protocol) -> EpollFlags {
-        if !self.out.is_empty() {
-            EpollFlags::EPOLLOUT
-        } else if protocol == Protocol::Raw || self.peer_closed || self.requests.is_full() {
-            EpollFlags::empty()
-        } else {
-            EpollFlags::EPOLLIN
-        }
-    }
+/// One client connection.
+struct Conn {
+    stream: TcpStream,
+    /// Its epoll token: descriptor and serial number. Descriptors are reused as soon as they
+    /// are closed, even within one batch of events; the serial makes every token unique, so
+    /// an event or timer meant for a closed connection never reaches the next one.
+    token: u64,
+    http: Connection,
+    waiting: Waiting,
+    /// What epoll watches for it (`None`: not in the epoll set yet).
+    registered: Option<EpollFlags>,
 }
 
 struct EventLoop {
@@ -123,13 +111,14 @@ struct EventLoop {
     conns: Vec<Option<Conn>>,
     open: usize,
     next_serial: u64,
-    /// `delay` deadlines: (when, descriptor, serial), earliest first.
-    timers: BinaryHeap<Reverse<(Instant, RawFd, u64)>>,
+    /// `delay` deadlines: (when, token), earliest first.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// When the timerfd will fire next, if armed.
     armed: Option<Instant>,
     next_sweep: Instant,
     listener_paused: bool,
     stopping: bool,
+    date: DateCache,
 }
 
 impl EventLoop {
@@ -137,11 +126,10 @@ impl EventLoop {
         listener.set_nonblocking(true)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?;
+        let timer_flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
+        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, timer_flags)?;
         epoll.add(&timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
+        let now = Instant::now();
         Ok(EventLoop {
             listener,
             epoll,
@@ -153,9 +141,10 @@ impl EventLoop {
             next_serial: 0,
             timers: BinaryHeap::new(),
             armed: None,
-            next_sweep: Instant::now() + TICK,
+            next_sweep: now + TICK,
             listener_paused: false,
             stopping: false,
+            date: DateCache::at(now),
         })
     }
 
@@ -163,7 +152,7 @@ impl EventLoop {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
             if shutdown::requested() && !self.stopping {
-                self.begin_shutdown();
+                self.begin_shutdown(Instant::now());
             }
             if self.stopping && self.open == 0 {
                 return Ok(());
@@ -174,31 +163,30 @@ impl EventLoop {
                 Err(Errno::EINTR) => continue, // a signal: look at the shutdown flag
                 Err(e) => return Err(e.into()),
             };
+            let now = Instant::now();
+            self.date.refresh(now);
             for event in &events[..ready] {
                 match event.data() {
-                    LISTENER => self.on_listener_ready(),
-                    TIMER => self.on_timer(),
-                    fd => self.on_peer_ready(fd as RawFd, event.events()),
+                    LISTENER => self.on_listener(now),
+                    TIMER => self.on_timer(now),
+                    token => self.on_ready(token, event.events(), now),
                 }
             }
         }
     }
 
-    fn on_listener_ready(&mut self) {
+    fn on_listener(&mut self, now: Instant) {
         for _ in 0..ACCEPT_BATCH {
             if self.stopping {
                 return;
             }
             if self.open >= self.max_conns {
-                return self.pause_listener();
+                return self.pause_listener(true);
             }
             let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
             match accept4(self.listener.as_raw_fd(), flags) {
-                Ok(fd) => {
-                    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
-                    let stream = unsafe { TcpStream::from_raw_fd(fd) };
-                    self.on_accepted(stream);
-                }
+                // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+                Ok(fd) => self.on_accepted(unsafe { TcpStream::from_raw_fd(fd) }, now),
                 Err(Errno::EAGAIN) => return,
                 Err(Errno::EINTR | Errno::ECONNABORTED) => {}
                 Err(e) => {
@@ -206,125 +194,117 @@ impl EventLoop {
                     // would report it again at once; stop watching the listener until the
                     // next tick so the loop does not spin, and serve the others meanwhile.
                     serverkit::blocking::report_accept_error(&io::Error::from(e));
-                    return self.pause_listener();
+                    return self.pause_listener(true);
                 }
             }
         }
     }
 
-    fn on_accepted(&mut self, stream: TcpStream) {
+    fn on_accepted(&mut self, stream: TcpStream, now: Instant) {
         let fd = stream.as_raw_fd() as usize;
         if self.conns.len() <= fd {
             self.conns.resize_with(fd + 1, || None);
         }
         self.next_serial += 1;
+        let token = (self.next_serial << 32) | fd as u64;
+        let http = Connection::new(self.config, now);
+        let (waiting, registered) = (Waiting::Readable, None);
         self.conns[fd] = Some(Conn {
             stream,
-            serial: self.next_serial,
-            requests: RequestBuffer::new(),
-            out: Outbox::new(),
-            delayed: None,
-            close_after_write: false,
-            peer_closed: false,
-            raw_answered: false,
-            waiting_since: Instant::now(),
-            registered: None,
+            token,
+            http,
+            waiting,
+            registered,
         });
         self.open += 1;
-        // Raw protocol: the answer is due at once. HTTP: wait for the request.
-        self.drive(fd as RawFd);
+        self.drive(token, now); // raw protocol: the answer is due at once
     }
 
-    fn on_peer_ready(&mut self, fd: RawFd, events: EpollFlags) {
-        let Some(conn) = self.conns.get_mut(fd as usize).and_then(Option::as_mut) else {
+    fn on_ready(&mut self, token: u64, events: EpollFlags, now: Instant) {
+        let Some(conn) = find(&mut self.conns, token) else {
             return;
         };
         if events.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
             // Reset, or both directions shut: no answer can reach the client any more.
-            return self.close(fd);
+            return self.close(token);
         }
-        if events.contains(EpollFlags::EPOLLIN) && !conn.peer_closed && !conn.requests.is_full() {
-            let had_partial = conn.requests.has_partial();
-            match conn.stream.read(conn.requests.spare()) {
-                Ok(0) => conn.peer_closed = true,
-                Ok(n) => {
-                    conn.requests.filled(n);
-                    if !had_partial {
-                        conn.waiting_since = Instant::now();
-                    }
-                }
-                Err(e) if would_block(&e) || interrupted(&e) => {}
-                Err(_) => return self.close(fd), // reset: costs nothing more
+        if conn.waiting == Waiting::Readable && events.contains(EpollFlags::EPOLLIN) {
+            match conn.stream.read(conn.http.read_buf()) {
+                Ok(n) => conn.http.read(n, now),
+                Err(e) if would_block(&e) => {}
+                Err(_) => return self.close(token), // reset: costs nothing more
             }
         }
-        self.drive(fd);
+        self.drive(token, now);
     }
 
-    /// Moves a connection as far as it goes without blocking: answer what is buffered, write,
-    /// then close it or tell epoll what it waits for.
-    fn drive(&mut self, fd: RawFd) {
-        let closing = self.stopping;
-        let config = self.config;
-        let Some(conn) = self.conns.get_mut(fd as usize).and_then(Option::as_mut) else {
+    /// Does what the connection asks for until something would block; then tells epoll what it
+    /// waits for, or closes it.
+    fn drive(&mut self, token: u64, now: Instant) {
+        let date = self.date;
+        let Some(conn) = find(&mut self.conns, token) else {
             return;
         };
-        loop {
-            let outbox_full = answer_buffered(conn, &config, closing, fd, &mut self.timers);
-            if !conn.out.is_empty() {
-                let was_stalled = conn.out.pending().len();
-                match conn.stream.write(conn.out.pending()) {
-                    Ok(n) => conn.out.sent(n),
-                    Err(e) if would_block(&e) || interrupted(&e) => {}
-                    Err(_) => return self.close(fd), // EPIPE, reset: the client is gone
+        let waiting = loop {
+            match conn.http.next(now, &date) {
+                Action::Read { .. } => break Waiting::Readable,
+                Action::Write { .. } => match conn.stream.write(conn.http.to_write()) {
+                    Ok(n) => {
+                        conn.http.wrote(n, now);
+                        if !conn.http.to_write().is_empty() {
+                            break Waiting::Writable; // the socket took only part
+                        }
+                    }
+                    Err(e) if would_block(&e) => break Waiting::Writable,
+                    Err(_) => return self.close(token), // EPIPE, reset: the client is gone
+                },
+                Action::Work(Workload::Delay(d)) => {
+                    self.timers.push(Reverse((Instant::now() + d, token)));
+                    break Waiting::Timer;
                 }
-                if conn.out.is_empty() || conn.out.pending().len() < was_stalled {
-                    conn.waiting_since = Instant::now();
+                Action::Work(workload) => {
+                    if let Workload::Cpu(d) = workload {
+                        burn_cpu(d); // every other connection waits meanwhile: the lesson
+                    }
+                    conn.http.worked();
                 }
+                Action::CloseWrite => {
+                    let _ = conn.stream.shutdown(Shutdown::Write);
+                }
+                Action::Close => return self.close(token),
             }
-            if !conn.out.is_empty() || !outbox_full {
-                break;
-            }
+        };
+        conn.waiting = waiting;
+        let wanted = match waiting {
+            Waiting::Readable => EpollFlags::EPOLLIN,
+            Waiting::Writable => EpollFlags::EPOLLOUT,
+            Waiting::Timer => EpollFlags::empty(),
+        };
+        if conn.registered == Some(wanted) || (conn.registered.is_none() && wanted.is_empty()) {
+            return;
         }
-        let finished = conn.out.is_empty()
-            && conn.delayed.is_none()
-            && (conn.close_after_write || conn.peer_closed);
-        if finished {
-            return self.close(fd);
-        }
-        let wanted = conn.wanted(config.protocol);
-        if conn.registered != Some(wanted) && !(conn.registered.is_none() && wanted.is_empty()) {
-            let mut event = EpollEvent::new(wanted, fd as u64);
-            let result = match conn.registered {
-                None => self.epoll.add(&conn.stream, event),
-                Some(_) => self.epoll.modify(&conn.stream, &mut event),
-            };
-            match result {
-                Ok(()) => conn.registered = Some(wanted),
-                Err(_) => self.close(fd),
-            }
+        let mut event = EpollEvent::new(wanted, token);
+        let result = match conn.registered {
+            None => self.epoll.add(&conn.stream, event),
+            Some(_) => self.epoll.modify(&conn.stream, &mut event),
+        };
+        match result {
+            Ok(()) => conn.registered = Some(wanted),
+            Err(_) => self.close(token),
         }
     }
 
-    fn on_timer(&mut self) {
+    fn on_timer(&mut self, now: Instant) {
         let _ = self.timer.wait(); // consume the expiry (non-blocking)
         self.armed = None;
-        let now = Instant::now();
-        while let Some(&Reverse((deadline, fd, serial))) = self.timers.peek() {
+        while let Some(&Reverse((deadline, token))) = self.timers.peek() {
             if deadline > now {
                 break;
             }
             self.timers.pop();
-            let Some(conn) = self.conns.get_mut(fd as usize).and_then(Option::as_mut) else {
-                continue;
-            };
-            if conn.serial != serial {
-                continue; // the connection this timer was for is gone
-            }
-            if let Some(request) = conn.delayed.take() {
-                let (response, close) = answer(request, self.stopping);
-                conn.out.push(response);
-                conn.close_after_write |= close;
-                self.drive(fd);
+            if let Some(conn) = find(&mut self.conns, token) {
+                conn.http.worked();
+                self.drive(token, now);
             }
         }
         if now >= self.next_sweep {
@@ -332,30 +312,14 @@ impl EventLoop {
         }
     }
 
-    /// Every tick: close connections past their read or idle timeout; retry a paused listener.
+    /// Every tick: let each connection see its deadlines (it answers 408 or closes when one
+    /// passed); retry a paused listener.
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = now + TICK;
-        if self.listener_paused && !self.stopping && self.open < self.max_conns {
-            self.listener_paused = false;
-            let mut event = EpollEvent::new(EpollFlags::EPOLLIN, LISTENER);
-            let _ = self.epoll.modify(&self.listener, &mut event);
-        }
+        self.pause_listener(false);
         for fd in 0..self.conns.len() {
-            let Some(conn) = self.conns[fd].as_mut() else {
-                continue;
-            };
-            if conn.delayed.is_some() {
-                continue;
-            }
-            let stalled_write = !conn.out.is_empty()
-                && now.saturating_duration_since(conn.waiting_since) >= self.config.read_timeout;
-            match expired(&conn.requests, conn.waiting_since, now, &self.config) {
-                _ if stalled_write => self.close(fd as RawFd),
-                Some(Expired::Read) if conn.out.is_empty() => {
-                    let _ = conn.stream.write(HttpError::Timeout.response());
-                    self.close(fd as RawFd);
-                }
-                Some(Expired::Idle) if conn.out.is_empty() => self.close(fd as RawFd),
+            match &self.conns[fd] {
+                Some(conn) if conn.waiting != Waiting::Timer => self.drive(conn.token, now),
                 _ => {}
             }
         }
@@ -363,7 +327,7 @@ impl EventLoop {
 
     /// Arms the timerfd for the earliest of the next `delay` deadline and the next sweep.
     fn arm_timer(&mut self) -> io::Result<()> {
-        let mut next = self.timers.peek().map(|Reverse((when, _, _))| *when);
+        let mut next = self.timers.peek().map(|Reverse((when, _))| *when);
         if self.open > 0 || self.listener_paused {
             next = Some(next.map_or(self.next_sweep, |n| n.min(self.next_sweep)));
         }
@@ -372,112 +336,108 @@ impl EventLoop {
             return Ok(());
         }
         // A zero interval would disarm the timer: a deadline already past fires in 1 ns.
-        let wait = next
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_nanos(1));
-        self.timer.set(
-            Expiration::OneShot(TimeSpec::from_duration(wait)),
-            TimerSetTimeFlags::empty(),
-        )?;
+        let wait = (next.saturating_duration_since(Instant::now())).max(Duration::from_nanos(1));
+        let expiration = Expiration::OneShot(TimeSpec::from_duration(wait));
+        self.timer.set(expiration, TimerSetTimeFlags::empty())?;
         self.armed = Some(next);
         Ok(())
     }
 
-    fn pause_listener(&mut self) {
-        if !self.listener_paused {
-            self.listener_paused = true;
-            let mut event = EpollEvent::new(EpollFlags::empty(), LISTENER);
-            let _ = self.epoll.modify(&self.listener, &mut event);
+    /// Stops watching the listener (`pause`), or watches it again if it was paused and there
+    /// is room for another connection.
+    fn pause_listener(&mut self, pause: bool) {
+        let resume = self.listener_paused && !self.stopping && self.open < self.max_conns;
+        if pause != self.listener_paused && (pause || resume) {
+            self.listener_paused = pause;
+            let flags = if pause {
+                EpollFlags::empty()
+            } else {
+                EpollFlags::EPOLLIN
+            };
+            let _ = self
+                .epoll
+                .modify(&self.listener, &mut EpollEvent::new(flags, LISTENER));
         }
     }
 
-    /// Shutdown: stop accepting; close idle connections; the others close after their answer.
-    fn begin_shutdown(&mut self) {
+    /// Shutdown: stop accepting; every connection finishes what it holds (an idle one closes
+    /// at once) and none waits past the read timeout from now.
+    fn begin_shutdown(&mut self, now: Instant) {
         self.stopping = true;
         let _ = self.epoll.delete(&self.listener);
-        for fd in 0..self.conns.len() {
-            if let Some(conn) = &self.conns[fd] {
-                let busy =
-                    conn.delayed.is_some() || !conn.out.is_empty() || conn.requests.has_partial();
-                if !busy {
-                    self.close(fd as RawFd);
-                }
-            }
+        for conn in self.conns.iter_mut().flatten() {
+            conn.http.shutdown(now);
         }
+        self.sweep(now);
     }
 
-    fn close(&mut self, fd: RawFd) {
+    fn close(&mut self, token: u64) {
         // Dropping the stream closes the descriptor, which also removes it from the epoll set.
-        if self.conns[fd as usize].take().is_some() {
+        if let Some(conn) = find(&mut self.conns, token) {
+            let fd = conn.stream.as_raw_fd() as usize;
+            self.conns[fd] = None;
             self.open -= 1;
         }
-        if self.listener_paused && !self.stopping && self.open < self.max_conns {
-            self.listener_paused = false;
-            let mut event = EpollEvent::new(EpollFlags::EPOLLIN, LISTENER);
-            let _ = self.epoll.modify(&self.listener, &mut event);
-        }
+        self.pause_listener(false);
     }
 }
 
-/// Answers the requests already buffered on `conn`, in order, into its outbox: `hello` at
-/// once, `cpu` after burning (stalling the loop), `delay` by arming a timer and stopping there.
-/// Returns true when it stopped only because the outbox is full (write, then call again).
-fn answer_buffered(
-    conn: &mut Conn,
-    config: &ServerConfig,
-    closing: bool,
-    fd: RawFd,
-    timers: &mut BinaryHeap<Reverse<(Instant, RawFd, u64)>>,
-) -> bool {
-    while conn.delayed.is_none() && !conn.close_after_write {
-        if conn.out.room() < MAX_RESPONSE {
-            return true;
-        }
-        let request = match config.protocol {
-            Protocol::Raw if conn.raw_answered => return false,
-            Protocol::Raw => {
-                conn.raw_answered = true;
-                None
-            }
-            Protocol::Http => match conn.requests.next_request() {
-                Ok(Some(request)) => Some(request),
-                Ok(None) => return false,
-                Err(e) => {
-                    conn.out.push(e.response());
-                    conn.close_after_write = true;
-                    return false;
-                }
-            },
-        };
-        match config.workload {
-            Workload::Hello => {}
-            Workload::Cpu(d) => burn_cpu(d),
-            Workload::Delay(d) => {
-                conn.delayed = Some(request);
-                timers.push(Reverse((Instant::now() + d, fd, conn.serial)));
-                return false;
-            }
-        }
-        let (response, close) = answer(request, closing);
-        conn.out.push(response);
-        conn.close_after_write = close;
-    }
-    false
-}
-
-/// The bytes that answer `request` (`None`: the raw protocol) and whether to close after them.
-/// Decided when the answer is due, so a shutdown during a `delay` still says `close`.
-fn answer(request: Option<Request>, closing: bool) -> (&'static [u8], bool) {
-    match request {
-        Some(request) => request.response(closing),
-        None => (HELLO_BODY, true),
-    }
+/// The connection behind `token`, if it is still the one the token was made for.
+fn find(conns: &mut [Option<Conn>], token: u64) -> Option<&mut Conn> {
+    let slot = conns.get_mut((token & 0xffff_ffff) as usize)?;
+    slot.as_mut().filter(|conn| conn.token == token)
 }
 
 fn would_block(e: &io::Error) -> bool {
-    e.kind() == ErrorKind::WouldBlock
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
 }
 
-fn interrupted(e: &io::Error) -> bool {
-    e.kind() == ErrorKind::Interrupted
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts what is queued on the listener (the connect may take a moment to land).
+    fn accept_one(event_loop: &mut EventLoop) -> u64 {
+        let open = event_loop.open;
+        let start = Instant::now();
+        while event_loop.open == open {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "nothing to accept"
+            );
+            event_loop.on_listener(Instant::now());
+        }
+        let conn = event_loop
+            .conns
+            .iter()
+            .flatten()
+            .max_by_key(|c| c.token >> 32);
+        conn.unwrap().token
+    }
+
+    #[test]
+    fn an_event_for_a_closed_connection_never_reaches_the_next_on_its_descriptor() {
+        let cli = Cli::parse_from(["server-epoll"]);
+        let listener = listener::bind(&cli.server).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut event_loop = EventLoop::new(listener, cli.server.config(), 16).unwrap();
+        let _first = TcpStream::connect(addr).unwrap();
+        let old = accept_one(&mut event_loop);
+        // The client's socket first, so that the descriptor freed next is the lowest.
+        let _second = TcpStream::connect(addr).unwrap();
+        event_loop.close(old);
+        let new = accept_one(&mut event_loop);
+        assert_eq!(
+            new & 0xffff_ffff,
+            old & 0xffff_ffff,
+            "the descriptor is reused"
+        );
+        assert_ne!(new, old, "the token is not");
+        // A HUP reported for the closed connection, late in the same batch of events.
+        event_loop.on_ready(old, EpollFlags::EPOLLHUP, Instant::now());
+        assert_eq!(
+            event_loop.open, 1,
+            "the new connection was closed by a stale event"
+        );
+    }
 }

@@ -17,7 +17,9 @@
 //! runs the parent's exit-time clean-up.
 //!
 //! The parent reaps its children after every accept and every tick of the listener's timeout
-//! (250 ms), so an exited child is a zombie for a quarter of a second at most.
+//! (250 ms), so an exited child is a zombie for a quarter of a second at most. At the cap it
+//! does not accept: it waits for SIGCHLD (kept blocked, so none is lost) for a tick at most,
+//! then looks at the shutdown flag and reaps.
 //!
 //! ```text
 //! server-fork --workload delay:100ms --max-conns 256
@@ -31,11 +33,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serverkit::blocking::{self, Accepted};
+use serverkit::date::SharedDate;
+use serverkit::listener::TICK;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
+
+/// The cached `Date` header. The parent never answers; each child starts with a copy of this
+/// `static` as it was at its `fork` (processes share no memory) and refreshes its copy if the
+/// second has changed since.
+static DATE: SharedDate = SharedDate::new();
 
 /// Fork-per-connection server: a new process for each accepted connection.
 #[derive(Parser)]
@@ -58,12 +67,20 @@ fn start(args: &ServerArgs) -> io::Result<()> {
 }
 
 fn run(listener: &TcpListener, config: &ServerConfig, max_children: usize) -> io::Result<()> {
+    // SIGCHLD is blocked, so a child's exit waits as a pending signal: at the cap the parent
+    // can wait for it with `sigtimedwait` and never miss one that came just before.
+    let mut sigchld = SigSet::empty();
+    sigchld.add(Signal::SIGCHLD);
+    sigchld.thread_block()?;
     let mut children: HashSet<Pid> = HashSet::new();
     loop {
         reap(&mut children, WaitPidFlag::WNOHANG);
         if children.len() >= max_children {
-            // At the cap: block until a child exits (or a signal interrupts the wait).
-            reap(&mut children, WaitPidFlag::empty());
+            if shutdown::requested() {
+                break;
+            }
+            // At the cap: wait for a child to exit, a tick at most, so a SIGTERM is seen too.
+            wait_for_a_child(&sigchld);
             continue;
         }
         match blocking::accept(listener) {
@@ -99,7 +116,7 @@ fn fork_child(
         Ok(ForkResult::Child) => {
             shutdown::forget_listener();
             let _ = nix::unistd::close(listener.as_raw_fd());
-            blocking::serve_connection(stream, config);
+            blocking::serve_connection(stream, config, &DATE);
             // SAFETY: _exit ends the child without unwinding or running the parent's clean-up.
             unsafe { libc::_exit(0) }
         }
@@ -110,6 +127,17 @@ fn fork_child(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Waits until a child has exited (its SIGCHLD is pending), a signal handler ran, or a tick
+/// passed, whichever comes first.
+fn wait_for_a_child(sigchld: &SigSet) {
+    let tick = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: TICK.as_nanos() as libc::c_long,
+    };
+    // SAFETY: a valid signal set and timeout; the siginfo pointer may be null.
+    unsafe { libc::sigtimedwait(sigchld.as_ref(), std::ptr::null_mut(), &tick) };
 }
 
 /// Collects exited children: all that have exited (`WNOHANG`), or waits for one.

@@ -18,7 +18,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use serverkit::blocking::{self, Accepted};
+use serverkit::date::SharedDate;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
+
+/// The cached `Date` header: one process, one thread, so one cache that nothing else touches.
+static DATE: SharedDate = SharedDate::new();
 
 /// Iterative server: serves one connection at a time.
 #[derive(Parser)]
@@ -45,7 +49,7 @@ fn start(args: &ServerArgs) -> io::Result<()> {
 fn run(listener: &TcpListener, config: &ServerConfig) {
     loop {
         match blocking::accept(listener) {
-            Accepted::Conn(stream) => blocking::serve_connection(stream, config),
+            Accepted::Conn(stream) => blocking::serve_connection(stream, config, &DATE),
             Accepted::Tick => {}
             Accepted::Shutdown => return,
         }

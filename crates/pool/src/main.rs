@@ -28,7 +28,12 @@ use std::thread;
 
 use clap::Parser;
 use serverkit::blocking::{self, Accepted};
+use serverkit::date::SharedDate;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
+
+/// The cached `Date` header, shared by every pool thread: whichever finds it stale reformats it
+/// for all (a read lock per connection and once a second, never per request).
+static DATE: SharedDate = SharedDate::new();
 
 /// Prethreaded pool server: a fixed set of threads, each accepting and serving.
 #[derive(Parser)]
@@ -63,7 +68,11 @@ fn start(cli: &Cli) -> io::Result<()> {
                 return Err(e);
             }
         }
-        listener::announce(&listener)?;
+        if let Err(e) = listener::announce(&listener) {
+            // Nobody will learn the port: stop the threads, or the scope would wait for ever.
+            shutdown::request();
+            return Err(e);
+        }
         Ok(())
     })
 }
@@ -72,7 +81,7 @@ fn start(cli: &Cli) -> io::Result<()> {
 fn worker(listener: &TcpListener, config: &ServerConfig) {
     loop {
         match blocking::accept(listener) {
-            Accepted::Conn(stream) => blocking::serve_connection(stream, config),
+            Accepted::Conn(stream) => blocking::serve_connection(stream, config, &DATE),
             Accepted::Tick => {}
             Accepted::Shutdown => return,
         }

@@ -11,9 +11,10 @@
 //!
 //! The workers are forked before any thread exists (the parent never starts one), so each
 //! child starts with no lock held. They share one listening socket: the kernel wakes one
-//! blocked `accept` per connection. The parent only supervises: it waits for a worker to die
-//! and replaces it; on SIGTERM it passes the signal on, and waits for every worker to finish
-//! what it holds.
+//! blocked `accept` per connection. The parent only supervises: it waits for a worker to exit
+//! and replaces it (a worker sent SIGTERM on its own finishes its connection and exits, and
+//! service goes on); on SIGTERM to the parent it passes the signal on, and waits for every
+//! worker to finish what it holds.
 //!
 //! ```text
 //! server-prefork --workers 8 --workload delay:100ms
@@ -30,7 +31,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serverkit::blocking::{self, Accepted};
+use serverkit::date::SharedDate;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
+
+/// The cached `Date` header. Every worker has its own copy of this `static` (a forked process
+/// shares no memory with its siblings), so each formats the date once a second for itself.
+static DATE: SharedDate = SharedDate::new();
 
 /// Preforked pool server: a fixed set of processes, each accepting and serving.
 #[derive(Parser)]
@@ -65,7 +71,11 @@ fn start(cli: &Cli) -> io::Result<()> {
             }
         }
     }
-    listener::announce(&listener)?;
+    if let Err(e) = listener::announce(&listener) {
+        // Nobody will learn the port: take the workers down too, leaving no orphans.
+        stop(&mut workers);
+        return Err(e);
+    }
     supervise(&listener, &config, &mut workers);
     Ok(())
 }
@@ -84,10 +94,16 @@ fn spawn_worker(listener: &TcpListener, config: &ServerConfig) -> io::Result<Pid
 }
 
 /// One worker process: accept, serve to the end, accept again, until shutdown.
+///
+/// The listener is shared with every sibling, so a worker's signal handler must not shut it
+/// down (that would stop them all): a SIGTERM sent to one worker only sets its flag, seen
+/// within a tick, and that worker alone finishes its connection and exits; the parent
+/// replaces it.
 fn worker(listener: &TcpListener, config: &ServerConfig) {
+    shutdown::forget_listener();
     loop {
         match blocking::accept(listener) {
-            Accepted::Conn(stream) => blocking::serve_connection(stream, config),
+            Accepted::Conn(stream) => blocking::serve_connection(stream, config, &DATE),
             Accepted::Tick => {}
             Accepted::Shutdown => return,
         }

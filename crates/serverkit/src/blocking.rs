@@ -2,15 +2,17 @@
 //!
 //! A blocking model differs from its siblings only in *who* calls [`serve_connection`]: the
 //! main thread (iterative), a forked child (fork), a new thread (threads), a pool thread (pool)
-//! or a pool process (prefork). The loop itself is the same everywhere, so the tables compare
-//! the models and nothing else.
+//! or a pool process (prefork). The loop itself is the same everywhere, and the protocol it
+//! runs is [`crate::connection`]'s, the event loops' too, so the tables compare the models
+//! and nothing else.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::Instant;
 
-use crate::cli::{Protocol, ServerConfig};
-use crate::http::{HttpError, Outbox, RequestBuffer, HELLO_BODY};
+use crate::cli::ServerConfig;
+use crate::connection::{Action, Connection};
+use crate::date::SharedDate;
 use crate::listener::TICK;
 use crate::shutdown;
 
@@ -71,114 +73,52 @@ pub fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-/// Serves one connection to its end, the blocking way. Errors on the connection (reset,
-/// broken pipe, timeout) end it quietly: a client that misbehaves costs the server nothing.
-pub fn serve_connection(mut stream: TcpStream, config: &ServerConfig) {
-    let _ = match config.protocol {
-        Protocol::Raw => serve_raw(&mut stream, config),
-        Protocol::Http => serve_http(&mut stream, config),
-    };
-}
-
-fn serve_raw(stream: &mut TcpStream, config: &ServerConfig) -> io::Result<()> {
-    config.workload.run_blocking();
-    stream.write_all(HELLO_BODY)
-}
-
-fn serve_http(stream: &mut TcpStream, config: &ServerConfig) -> io::Result<()> {
-    let mut requests = RequestBuffer::new();
-    let mut out = Outbox::new();
-    // When the current wait began: the idle period, or the first byte of a request head.
-    let mut waiting_since = Instant::now();
+/// Serves one connection to its end, the blocking way: each [`Action`] of the connection's
+/// state machine is one blocking call. Errors on the connection (reset, broken pipe) end it
+/// quietly: a client that misbehaves costs the server nothing.
+///
+/// The socket's timeouts (`SO_RCVTIMEO`, `SO_SNDTIMEO`, both a [`TICK`], inherited from the
+/// listener) wake a blocked read or write every tick, so the loop sees its deadlines and the
+/// shutdown flag; under load the calls return long before. `dates` is where this process or
+/// thread keeps its cached `Date`; the connection keeps a copy until it goes stale.
+pub fn serve_connection(mut stream: TcpStream, config: &ServerConfig, dates: &SharedDate) {
+    let mut now = Instant::now();
+    let mut date = dates.current(now);
+    let mut conn = Connection::new(*config, now);
     loop {
-        // Answer every complete request already here, in order (pipelining), then write them
-        // in one go.
-        let mut close = false;
-        while !close {
-            match requests.next_request() {
-                Ok(Some(request)) => {
-                    config.workload.run_blocking();
-                    let (response, close_after) = request.response(shutdown::requested());
-                    if !out.has_room_for(response) {
-                        write_out(stream, &mut out)?;
-                    }
-                    out.push(response);
-                    close = close_after;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    if !out.has_room_for(e.response()) {
-                        write_out(stream, &mut out)?;
-                    }
-                    out.push(e.response());
-                    close = true;
+        if shutdown::requested() {
+            conn.shutdown(now);
+        }
+        if date.is_stale(now) {
+            date = dates.current(now);
+        }
+        match conn.next(now, &date) {
+            Action::Read { .. } => {
+                let result = stream.read(conn.read_buf());
+                now = Instant::now();
+                match result {
+                    Ok(n) => conn.read(n, now),
+                    Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => return,
                 }
             }
-        }
-        if !out.is_empty() {
-            write_out(stream, &mut out)?;
-            waiting_since = Instant::now();
-        }
-        if close || (shutdown::requested() && !requests.has_partial()) {
-            return Ok(());
-        }
-
-        let had_partial = requests.has_partial();
-        match stream.read(requests.spare()) {
-            Ok(0) => return Ok(()),
-            Ok(n) => {
-                requests.filled(n);
-                if !had_partial {
-                    waiting_since = Instant::now();
+            Action::Write { .. } => match stream.write(conn.to_write()) {
+                Ok(0) => return,
+                Ok(n) => conn.wrote(n, now),
+                Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {
+                    now = Instant::now();
                 }
+                Err(_) => return,
+            },
+            Action::Work(workload) => {
+                workload.run_blocking();
+                now = Instant::now();
+                conn.worked();
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => {
-                if let Some(timeout) = expired(&requests, waiting_since, Instant::now(), config) {
-                    if timeout == Expired::Read {
-                        let _ = stream.write_all(HttpError::Timeout.response());
-                    }
-                    return Ok(());
-                }
+            Action::CloseWrite => {
+                let _ = stream.shutdown(Shutdown::Write);
             }
-            Err(e) => return Err(e),
+            Action::Close => return,
         }
     }
-}
-
-/// Which deadline of a connection passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expired {
-    /// A request head took longer than the read timeout (answered 408).
-    Read,
-    /// The connection sat idle longer than the idle timeout (closed quietly).
-    Idle,
-}
-
-/// Checks a connection's deadline: the read timeout while a request is partly here, the idle
-/// timeout between requests. Shared with the event loops.
-pub fn expired(
-    requests: &RequestBuffer,
-    waiting_since: Instant,
-    now: Instant,
-    config: &ServerConfig,
-) -> Option<Expired> {
-    let (limit, kind): (Duration, Expired) = if requests.has_partial() {
-        (config.read_timeout, Expired::Read)
-    } else {
-        (config.idle_timeout, Expired::Idle)
-    };
-    (now.saturating_duration_since(waiting_since) >= limit).then_some(kind)
-}
-
-fn write_out(stream: &mut TcpStream, out: &mut Outbox) -> io::Result<()> {
-    while !out.is_empty() {
-        match stream.write(out.pending()) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => out.sent(n),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -1,17 +1,22 @@
 //! Sans-IO HTTP/1.1: request parsing and the response bytes. No I/O in here.
 //!
-//! Every model drives the same two buffers:
+//! Every model drives the same two buffers (through [`crate::connection::Connection`]):
 //!
 //! - [`RequestBuffer`] receives bytes (`spare` + `filled`) and hands out complete requests in
-//!   order (`next_request`), so partial reads and pipelined requests are handled once, here.
-//!   Its storage is a fixed 8 KiB array: a request head that does not fit is answered `431`, so
-//!   no client can make a connection's memory grow.
+//!   order (`next_request`), so partial reads and pipelined requests are handled once, here. A
+//!   request with a body (`Content-Length`) is handed out once its body has arrived (and been
+//!   skipped: it is never stored). Its storage is a fixed 8 KiB array: a request head that
+//!   does not fit is answered `431`, so no client can make a connection's memory grow.
 //! - [`Outbox`] collects response bytes (several when requests are pipelined) so that they leave
 //!   in one `write`, and remembers how much a partial write already sent.
 //!
-//! The responses are `'static` byte strings: answering a request allocates nothing.
+//! Every answer carries `Server`, `Date` (cached, see [`crate::date`]), `Content-Type` and
+//! `Content-Length`. A [`Response`] is two `'static` byte strings with the date between them:
+//! answering a request copies bytes and formats nothing.
 
 use std::fmt;
+
+use crate::date::{DateCache, DATE_LEN};
 
 /// Largest request head accepted; a longer one is answered `431` and the connection closed.
 pub const MAX_HEAD: usize = 8192;
@@ -21,16 +26,56 @@ pub const HELLO_BODY: &[u8] = b"HelloWorld\n";
 
 const MAX_HEADERS: usize = 64;
 
-macro_rules! hello_response {
-    ($($header:literal)?) => {
-        concat!("HTTP/1.1 200 OK\r\n", $($header, "\r\n",)? "Content-Length: 11\r\n\r\nHelloWorld\n")
-            .as_bytes()
+/// What every answer starts with, up to the date: status line, `Server`, `Date: `.
+macro_rules! start {
+    ($status:literal) => {
+        concat!("HTTP/1.1 ", $status, "\r\nServer: archbench\r\nDate: ").as_bytes()
     };
 }
 
-const OK_KEEP_ALIVE: &[u8] = hello_response!();
-const OK_KEEP_ALIVE_HTTP10: &[u8] = hello_response!("Connection: keep-alive");
-const OK_CLOSE: &[u8] = hello_response!("Connection: close");
+/// What follows the date: the other headers, then the body.
+macro_rules! rest {
+    ($len:literal, $body:literal $(, $header:literal)?) => {
+        concat!(
+            "\r\nContent-Type: text/plain\r\nContent-Length: ", $len, "\r\n",
+            $($header, "\r\n",)?
+            "\r\n", $body
+        )
+        .as_bytes()
+    };
+}
+
+const OK: &[u8] = start!("200 OK");
+const OK_KEEP_ALIVE: &[u8] = rest!("11", "HelloWorld\n");
+const OK_KEEP_ALIVE_HTTP10: &[u8] = rest!("11", "HelloWorld\n", "Connection: keep-alive");
+const OK_CLOSE: &[u8] = rest!("11", "HelloWorld\n", "Connection: close");
+
+/// One answer: `start`, the date, then `rest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response {
+    start: &'static [u8],
+    rest: &'static [u8],
+}
+
+impl Response {
+    /// Its length in bytes.
+    pub const fn len(&self) -> usize {
+        self.start.len() + DATE_LEN + self.rest.len()
+    }
+
+    /// Never empty; here for clippy's `len_without_is_empty`.
+    pub const fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The whole answer with `date` in it (tests and tools; servers copy it into an [`Outbox`]).
+    pub fn to_bytes(&self, date: &DateCache) -> Vec<u8> {
+        [self.start, date.text(), self.rest].concat()
+    }
+}
+
+/// The longest answer any request gets: an [`Outbox`] with this much room takes any of them.
+pub const MAX_RESPONSE: usize = 256;
 
 /// One parsed request: all the server needs to know to answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,21 +90,21 @@ pub struct Request {
 }
 
 impl Request {
-    /// The response bytes for this request; `closing` forces `Connection: close` (the server
-    /// is shutting down). Returns the bytes and whether to close after sending them.
-    pub fn response(&self, closing: bool) -> (&'static [u8], bool) {
+    /// The answer to this request; `closing` forces `Connection: close` (the server is
+    /// shutting down). Returns it and whether to close after sending it.
+    pub fn response(&self, closing: bool) -> (Response, bool) {
         let close = closing || !self.keep_alive;
         let full = match (close, self.http10) {
             (true, _) => OK_CLOSE,
             (false, false) => OK_KEEP_ALIVE,
             (false, true) => OK_KEEP_ALIVE_HTTP10,
         };
-        let bytes = if self.head_only {
+        let rest = if self.head_only {
             &full[..full.len() - HELLO_BODY.len()]
         } else {
             full
         };
-        (bytes, close)
+        (Response { start: OK, rest }, close)
     }
 }
 
@@ -77,22 +122,27 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// The full response (status line, headers, body) sent before closing.
-    pub fn response(&self) -> &'static [u8] {
-        match self {
-            HttpError::Malformed => {
-                b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 12\r\n\r\nbad request\n"
-            }
-            HttpError::HeadTooLarge => {
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 17\r\n\r\nhead over 8 KiB.\n"
-            }
-            HttpError::NotImplemented => {
-                b"HTTP/1.1 501 Not Implemented\r\nConnection: close\r\nContent-Length: 16\r\n\r\nnot implemented\n"
-            }
-            HttpError::Timeout => {
-                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 16\r\n\r\nrequest timeout\n"
-            }
-        }
+    /// The answer sent before closing.
+    pub fn response(&self) -> Response {
+        let (start, rest) = match self {
+            HttpError::Malformed => (
+                start!("400 Bad Request"),
+                rest!("12", "bad request\n", "Connection: close"),
+            ),
+            HttpError::HeadTooLarge => (
+                start!("431 Request Header Fields Too Large"),
+                rest!("17", "head over 8 KiB.\n", "Connection: close"),
+            ),
+            HttpError::NotImplemented => (
+                start!("501 Not Implemented"),
+                rest!("16", "not implemented\n", "Connection: close"),
+            ),
+            HttpError::Timeout => (
+                start!("408 Request Timeout"),
+                rest!("16", "request timeout\n", "Connection: close"),
+            ),
+        };
+        Response { start, rest }
     }
 }
 
@@ -128,6 +178,19 @@ pub struct RequestBuffer {
     end: usize,
     /// Request-body bytes still to discard (from `Content-Length`); they never need storing.
     body_left: u64,
+    /// The request whose body is arriving: handed out once the body is all here.
+    awaiting_body: Option<Request>,
+}
+
+/// What a connection is in the middle of receiving (which read deadline applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Nothing: between requests (the idle timeout applies).
+    Idle,
+    /// Part of a request head (the read timeout applies, from its first byte).
+    Head,
+    /// A request body (the read timeout applies to each stretch without progress).
+    Body,
 }
 
 impl Default for RequestBuffer {
@@ -144,6 +207,7 @@ impl RequestBuffer {
             start: 0,
             end: 0,
             body_left: 0,
+            awaiting_body: None,
         }
     }
 
@@ -173,7 +237,26 @@ impl RequestBuffer {
 
     /// True when part of a request has arrived (the read timeout applies, not the idle one).
     pub fn has_partial(&self) -> bool {
-        self.start < self.end || self.body_left > 0
+        self.reading() != Reading::Idle
+    }
+
+    /// What is being received: nothing, a head, or a body.
+    pub fn reading(&self) -> Reading {
+        if self.awaiting_body.is_some() {
+            Reading::Body
+        } else if self.start < self.end {
+            Reading::Head
+        } else {
+            Reading::Idle
+        }
+    }
+
+    /// Drops everything received (the connection only drains its input from now on).
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.body_left = 0;
+        self.awaiting_body = None;
     }
 
     /// True when no room is left to read into until a request is consumed.
@@ -183,8 +266,9 @@ impl RequestBuffer {
 
     /// The next complete request, in arrival order.
     ///
-    /// `Ok(None)` means more bytes are needed. A request body (`Content-Length`) is skipped as
-    /// it arrives, so it never needs to fit in the buffer.
+    /// `Ok(None)` means more bytes are needed. A request with a body (`Content-Length`) comes
+    /// out once all of its body has arrived; the body is skipped as it arrives, so it never
+    /// needs to fit in the buffer, and the request is answered only after it.
     ///
     /// # Errors
     /// [`HttpError`] for a request to refuse; the connection should answer it and close.
@@ -196,6 +280,9 @@ impl RequestBuffer {
             if self.body_left > 0 {
                 return Ok(None);
             }
+        }
+        if let Some(request) = self.awaiting_body.take() {
+            return Ok(Some(request));
         }
         if self.start == self.end {
             return Ok(None);
@@ -211,27 +298,30 @@ impl RequestBuffer {
             Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
             Err(_) => return Err(HttpError::Malformed),
         };
-        let request = interpret(&parsed)?;
+        let (request, body_len) = interpret(&parsed)?;
         self.start += head_len;
-        self.body_left = request.1;
-        Ok(Some(request.0))
+        if body_len == 0 {
+            return Ok(Some(request));
+        }
+        self.body_left = body_len;
+        self.awaiting_body = Some(request);
+        self.next_request()
     }
 }
 
 /// Reads what the server needs out of a parsed head: keep-alive, version, method, body length.
 fn interpret(parsed: &httparse::Request<'_, '_>) -> Result<(Request, u64), HttpError> {
     let http10 = parsed.version == Some(0);
-    let mut keep_alive = !http10;
+    // RFC 9112 9.3 and 9.6: `close` anywhere in any Connection header wins; HTTP/1.0 keeps the
+    // connection only when asked with `keep-alive`.
+    let (mut close, mut asked_keep_alive) = (false, false);
     let mut body_len: Option<u64> = None;
     for header in parsed.headers.iter() {
         if header.name.eq_ignore_ascii_case("connection") {
             for token in header.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                    keep_alive = true;
-                }
+                close |= token.eq_ignore_ascii_case(b"close");
+                asked_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if header.name.eq_ignore_ascii_case("content-length") {
             let len = std::str::from_utf8(header.value)
@@ -249,6 +339,7 @@ fn interpret(parsed: &httparse::Request<'_, '_>) -> Result<(Request, u64), HttpE
         }
     }
     let head_only = parsed.method == Some("HEAD");
+    let keep_alive = !close && (!http10 || asked_keep_alive);
     Ok((
         Request {
             keep_alive,
@@ -259,14 +350,15 @@ fn interpret(parsed: &httparse::Request<'_, '_>) -> Result<(Request, u64), HttpE
     ))
 }
 
+/// Bytes of the outbox: 2 KiB, about a dozen answers.
+pub const OUTBOX_SIZE: usize = 2048;
+
 /// Response bytes waiting to be written, so pipelined answers leave in one `write`.
 pub struct Outbox {
     bytes: [u8; OUTBOX_SIZE],
     len: usize,
     sent: usize,
 }
-
-const OUTBOX_SIZE: usize = 2048;
 
 impl Default for Outbox {
     fn default() -> Self {
@@ -284,24 +376,30 @@ impl Outbox {
         }
     }
 
-    /// Appends a response; false (and nothing appended) when it does not fit: write first.
-    pub fn push(&mut self, response: &[u8]) -> bool {
-        if self.len + response.len() > OUTBOX_SIZE {
+    /// Appends bytes; false (and nothing appended) when they do not fit: write first.
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
+        if self.len + bytes.len() > OUTBOX_SIZE {
             return false;
         }
-        self.bytes[self.len..self.len + response.len()].copy_from_slice(response);
-        self.len += response.len();
+        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        true
+    }
+
+    /// Appends an answer with `date` in it; false (and nothing appended) when it does not fit.
+    pub fn push_response(&mut self, response: Response, date: &DateCache) -> bool {
+        if self.room() < response.len() {
+            return false;
+        }
+        self.push(response.start);
+        self.push(date.text());
+        self.push(response.rest);
         true
     }
 
     /// Free bytes left.
     pub fn room(&self) -> usize {
         OUTBOX_SIZE - self.len
-    }
-
-    /// True when `response` fits without writing first.
-    pub fn has_room_for(&self, response: &[u8]) -> bool {
-        self.len + response.len() <= OUTBOX_SIZE
     }
 
     /// The bytes still to write.
@@ -386,12 +484,17 @@ mod tests {
             &mut buf,
             b"POST / HTTP/1.1\r\nContent-Length: 20000\r\n\r\n",
         );
-        assert!(buf.next_request().unwrap().is_some());
+        assert_eq!(buf.next_request(), Ok(None));
         let chunk = [b'x'; 4000];
-        for _ in 0..5 {
+        for _ in 0..4 {
             feed(&mut buf, &chunk);
             assert_eq!(buf.next_request(), Ok(None));
         }
+        feed(&mut buf, &chunk);
+        assert!(
+            buf.next_request().unwrap().is_some(),
+            "the POST, body all here"
+        );
         feed(&mut buf, b"GET / HTTP/1.1\r\n\r\n");
         assert!(buf.next_request().unwrap().is_some());
     }
@@ -422,29 +525,86 @@ mod tests {
 
     #[test]
     fn responses_match_the_request() {
+        let date = DateCache::fixed(b"Sun, 06 Nov 1994 08:49:37 GMT");
+        let text = |r: Response| String::from_utf8(r.to_bytes(&date)).unwrap();
         let req = Request {
             keep_alive: true,
             http10: false,
             head_only: false,
         };
-        assert_eq!(req.response(false), (OK_KEEP_ALIVE, false));
-        assert_eq!(req.response(true), (OK_CLOSE, true));
+        let (keep, close) = req.response(false);
+        assert!(!close);
+        assert_eq!(
+            text(keep),
+            "HTTP/1.1 200 OK\r\nServer: archbench\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+             Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nHelloWorld\n"
+        );
+        let (closing, close) = req.response(true);
+        assert!(close && text(closing).contains("\r\nConnection: close\r\n"));
         let head = Request {
             head_only: true,
             ..req
         };
-        assert!(head.response(false).0.ends_with(b"\r\n\r\n"));
+        let head_text = text(head.response(false).0);
+        assert!(
+            head_text.ends_with("Content-Length: 11\r\n\r\n"),
+            "{head_text}"
+        );
         let ten = Request {
             keep_alive: true,
             http10: true,
             head_only: false,
         };
-        assert!(std::str::from_utf8(ten.response(false).0)
-            .unwrap()
-            .contains("keep-alive"));
-        for r in [OK_KEEP_ALIVE, OK_KEEP_ALIVE_HTTP10, OK_CLOSE] {
-            assert!(r.ends_with(b"\r\n\r\nHelloWorld\n"));
+        assert!(text(ten.response(false).0).contains("\r\nConnection: keep-alive\r\n"));
+        for error in [
+            HttpError::Malformed,
+            HttpError::HeadTooLarge,
+            HttpError::NotImplemented,
+            HttpError::Timeout,
+        ] {
+            let t = text(error.response());
+            assert!(
+                t.contains("\r\nDate: ") && t.contains("\r\nConnection: close\r\n"),
+                "{t}"
+            );
+            let (head, body) = t.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.contains(&format!("Content-Length: {}", body.len())),
+                "{t}"
+            );
+            assert!(error.response().len() <= MAX_RESPONSE);
         }
+        assert!(keep.len() <= MAX_RESPONSE && closing.len() <= MAX_RESPONSE);
+    }
+
+    #[test]
+    fn close_wins_in_any_connection_token_list() {
+        for input in [
+            &b"GET / HTTP/1.1\r\nConnection: close, keep-alive\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+            b"GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n",
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+        ] {
+            let mut buf = RequestBuffer::new();
+            feed(&mut buf, input);
+            let req = buf.next_request().unwrap().unwrap();
+            assert!(!req.keep_alive, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn a_request_with_a_body_comes_out_once_its_body_is_here() {
+        let mut buf = RequestBuffer::new();
+        feed(
+            &mut buf,
+            b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123",
+        );
+        assert_eq!(buf.next_request(), Ok(None));
+        assert_eq!(buf.reading(), Reading::Body);
+        feed(&mut buf, b"456789GET / HTTP/1.1\r\n\r\n");
+        assert!(buf.next_request().unwrap().is_some(), "the POST");
+        assert!(buf.next_request().unwrap().is_some(), "the GET after it");
+        assert_eq!(buf.reading(), Reading::Idle);
     }
 
     #[test]

@@ -8,13 +8,18 @@
 //!   `TCP_NODELAY` and the socket timeouts set once, inherited by every accepted socket) and the
 //!   ready line `listening on ADDR`;
 //! - [`http`]: sans-IO request parsing (httparse) and the response bytes, no I/O inside;
+//! - [`connection`]: the one connection protocol (pipelining, close rules, deadlines,
+//!   graceful close, shutdown) as a sans-IO state machine that every model drives;
+//! - [`date`]: the cached `Date` header;
 //! - [`workload`]: what a request costs: `hello`, `delay:D`, `cpu:D`;
-//! - [`blocking`]: the accept call and the connection loop every blocking model shares;
+//! - [`blocking`]: the accept call, and the loop that drives a connection with blocking calls;
 //! - [`shutdown`]: SIGINT/SIGTERM handling (stop accepting, finish what is in flight).
 #![deny(missing_docs)]
 
 pub mod blocking;
 pub mod cli;
+pub mod connection;
+pub mod date;
 pub mod http;
 pub mod listener;
 pub mod shutdown;

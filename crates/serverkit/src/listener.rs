@@ -2,9 +2,9 @@
 //!
 //! Options set here once are inherited by every socket `accept` returns (Linux copies them from
 //! the listener), so no model pays a syscall per connection for them:
-//! `TCP_NODELAY` (answers leave at once) and `SO_RCVTIMEO`/`SO_SNDTIMEO` (a blocking read
-//! wakes every [`TICK`] to look at its deadlines and the shutdown flag; a write stalls at most
-//! the read timeout). A test in this module asserts the inheritance.
+//! `TCP_NODELAY` (answers leave at once) and `SO_RCVTIMEO`/`SO_SNDTIMEO` (a blocking read or
+//! write wakes every [`TICK`] to look at its deadlines and the shutdown flag). A test in this
+//! module asserts the inheritance.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -20,7 +20,7 @@ pub const READY_PREFIX: &str = "listening on ";
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 by default).
 pub const BACKLOG: i32 = 4096;
 
-/// How often a blocked read or accept wakes to look at timeouts and the shutdown flag.
+/// How often a blocked read, write or accept wakes to look at deadlines and the shutdown flag.
 pub const TICK: Duration = Duration::from_millis(250);
 
 /// Binds the listener described by `args`.
@@ -43,7 +43,7 @@ pub fn bind(args: &ServerArgs) -> io::Result<TcpListener> {
     }
     socket.set_nodelay(true)?;
     socket.set_read_timeout(Some(TICK))?;
-    socket.set_write_timeout(Some(args.read_timeout.max(Duration::from_millis(1))))?;
+    socket.set_write_timeout(Some(TICK))?;
     socket.bind(&args.addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
@@ -148,6 +148,6 @@ mod tests {
             read >= TICK && read < TICK + Duration::from_millis(20),
             "{read:?}"
         );
-        assert_eq!(sock.write_timeout().unwrap(), Some(Duration::from_secs(3)));
+        assert_eq!(sock.write_timeout().unwrap(), sock.read_timeout().unwrap());
     }
 }

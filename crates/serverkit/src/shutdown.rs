@@ -14,19 +14,25 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+use nix::errno::Errno;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(_signal: libc::c_int) {
+    // The interrupted code may be about to read `errno` (a failed call it just made): a
+    // handler that calls anything that can fail must give it back as it found it.
+    let saved_errno = Errno::last_raw();
     REQUESTED.store(true, Ordering::SeqCst);
     let fd = LISTENER_FD.load(Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: shutdown(2) is async-signal-safe; `fd` is the listener registered by
-        // `install`, still open while the server runs (children that close it call `forget`).
+        // `install`, still open while the server runs (processes that must leave it alone
+        // call `forget_listener`).
         unsafe { libc::shutdown(fd, libc::SHUT_RD) };
     }
+    Errno::set_raw(saved_errno);
 }
 
 /// Installs the SIGINT/SIGTERM handler for a server listening on `listener`.
@@ -50,8 +56,11 @@ pub fn install(listener: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes the handler leave the listener alone: for a forked child that closed its copy, so the
-/// descriptor number, reused for something else, is never shut down by mistake.
+/// Makes the handler leave the listener alone, so the signal only sets the flag (seen within a
+/// [`TICK`](crate::listener::TICK) by the loops). For a forked child that closed its copy, so
+/// the descriptor number, reused for something else, is never shut down by mistake; and for a
+/// prefork worker, whose listener is shared: shutting it down would stop every sibling, when
+/// a SIGTERM sent to one worker should stop that one alone.
 pub fn forget_listener() {
     LISTENER_FD.store(-1, Ordering::SeqCst);
 }
@@ -64,4 +73,11 @@ pub fn requested() -> bool {
 /// Asks for a shutdown as if a signal had come (used by tests and by models that stop early).
 pub fn request() {
     on_signal(0);
+}
+
+/// Registers `listener` as the socket the handler shuts down, without installing anything;
+/// for tests of the handler.
+#[doc(hidden)]
+pub fn set_listener_fd(fd: i32) {
+    LISTENER_FD.store(fd, Ordering::SeqCst);
 }

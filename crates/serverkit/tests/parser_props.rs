@@ -1,8 +1,51 @@
-//! Property tests of the sans-IO request parser (bounded: part of `make test`). The same entry
-//! point is a cargo-fuzz target for longer runs (fuzz/, docs/hostile-clients.md).
+//! Property tests of the sans-IO request parser and connection state machine (bounded: part of
+//! `make test`). The parser's entry point is also a cargo-fuzz target for longer runs (fuzz/,
+//! docs/hostile-clients.md).
+
+use std::time::Instant;
 
 use proptest::prelude::*;
-use serverkit::http::{HttpError, Request, RequestBuffer, MAX_HEAD};
+use serverkit::connection::{Action, Connection};
+use serverkit::date::DateCache;
+use serverkit::http::{HttpError, Request, RequestBuffer, MAX_HEAD, OUTBOX_SIZE};
+use serverkit::ServerConfig;
+
+/// Runs a whole connection over `input`: reads of the sizes in `reads`, writes of at most the
+/// sizes in `writes`, work paid at once, the peer closing after its input; all at one instant.
+/// Returns every byte the connection wrote, after checking it never offered more than its
+/// fixed buffers.
+fn converse(input: &[u8], reads: &[usize], writes: &[usize]) -> Vec<u8> {
+    let date = DateCache::fixed(b"Sun, 06 Nov 1994 08:49:37 GMT");
+    let now = Instant::now();
+    let mut conn = Connection::new(ServerConfig::default(), now);
+    let (mut reads, mut writes) = (reads.iter().cycle(), writes.iter().cycle());
+    let (mut offset, mut written) = (0, Vec::new());
+    for _ in 0..(input.len() + 1) * 8 + 1000 {
+        match conn.next(now, &date) {
+            Action::Read { .. } => {
+                let buf = conn.read_buf();
+                assert!(buf.len() <= MAX_HEAD);
+                let n = (*reads.next().unwrap())
+                    .min(buf.len())
+                    .min(input.len() - offset);
+                buf[..n].copy_from_slice(&input[offset..offset + n]);
+                offset += n;
+                conn.read(n, now);
+            }
+            Action::Write { .. } => {
+                let pending = conn.to_write();
+                assert!(!pending.is_empty() && pending.len() <= OUTBOX_SIZE);
+                let n = pending.len().min(*writes.next().unwrap());
+                written.extend_from_slice(&pending[..n]);
+                conn.wrote(n, now);
+            }
+            Action::Work(_) => conn.worked(),
+            Action::CloseWrite => {}
+            Action::Close => return written,
+        }
+    }
+    panic!("no close after {} bytes of input", input.len());
+}
 
 /// Feeds `input` in chunks of the given sizes, taking requests out as they complete, as a
 /// connection loop does. Returns the requests and the error that ended the stream, if any.
@@ -116,6 +159,29 @@ proptest! {
         let (split, error) = drive(&input, &chunks);
         prop_assert_eq!(error, None);
         prop_assert_eq!(split, expected);
+    }
+
+    /// A connection answers a pipeline with the same bytes however its input is split and
+    /// however little each write takes.
+    #[test]
+    fn connections_answer_the_same_in_any_chunking(
+        batch in prop::collection::vec(request_strategy(), 1..12),
+        reads in prop::collection::vec(1usize..300, 1..6),
+        writes in prop::collection::vec(1usize..500, 1..6),
+    ) {
+        let input: Vec<u8> = batch.iter().flat_map(|(bytes, _)| bytes.clone()).collect();
+        let whole = converse(&input, &[usize::MAX], &[usize::MAX]);
+        let answers = String::from_utf8_lossy(&whole).matches("HTTP/1.1 200 OK").count();
+        let until_close = batch.iter().position(|(_, r)| !r.keep_alive).map_or(batch.len(), |i| i + 1);
+        prop_assert_eq!(answers, until_close);
+        prop_assert_eq!(converse(&input, &reads, &writes), whole);
+    }
+
+    /// Any bytes, in any chunking, through a whole connection: it ends, within its buffers.
+    #[test]
+    fn connections_survive_arbitrary_bytes(input in prop::collection::vec(any::<u8>(), 0..20_000),
+                                           reads in prop::collection::vec(1usize..9000, 1..8)) {
+        converse(&input, &reads, &[700]);
     }
 
     /// A head that never ends is refused with 431 once it reaches 8 KiB, whatever the chunks.

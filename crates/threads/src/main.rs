@@ -17,12 +17,17 @@
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 
 use clap::Parser;
 use serverkit::blocking::{self, Accepted};
+use serverkit::date::SharedDate;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
+
+/// The cached `Date` header, shared by every connection thread: a thread lives for one
+/// connection, so a cache of its own would be formatted anew for nearly every request.
+static DATE: SharedDate = SharedDate::new();
 
 /// Stack for each connection thread: the connection loop needs about 12 KiB (its 8 KiB request
 /// buffer included); 64 KiB leaves room without reserving the default 2 MiB per client.
@@ -58,18 +63,37 @@ struct Live {
 
 impl Live {
     fn wait_until_below(&self, limit: usize) {
-        let mut count = self.count.lock().unwrap();
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
         while *count >= limit {
-            count = self.changed.wait(count).unwrap();
+            count = self
+                .changed
+                .wait(count)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
+    /// Counts one more thread; the count goes down when the returned guard is dropped, even by
+    /// a thread that panics, so a broken connection can never hold up the cap or shutdown.
+    fn enter(self: &Arc<Self>) -> LiveGuard {
+        self.add(1);
+        LiveGuard(Arc::clone(self))
+    }
+
     fn add(&self, delta: isize) {
-        let mut count = self.count.lock().unwrap();
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
         *count = count
             .checked_add_signed(delta)
             .expect("thread count underflow");
         self.changed.notify_all();
+    }
+}
+
+/// One live connection thread (see [`Live::enter`]).
+struct LiveGuard(Arc<Live>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.add(-1);
     }
 }
 
@@ -91,17 +115,49 @@ fn run(listener: &TcpListener, config: ServerConfig, max_threads: usize) {
 }
 
 fn spawn_connection(stream: TcpStream, config: ServerConfig, live: &Arc<Live>) {
-    live.add(1);
-    let thread_live = Arc::clone(live);
+    let guard = live.enter();
     let spawned = thread::Builder::new()
         .stack_size(STACK_SIZE)
         .spawn(move || {
-            blocking::serve_connection(stream, &config);
-            thread_live.add(-1);
+            let _guard = guard;
+            blocking::serve_connection(stream, &config, &DATE);
         });
     if let Err(e) = spawned {
-        // The closure (and the stream in it) was dropped: the client sees its connection close.
+        // The closure (the stream and the guard in it) was dropped: the client sees its
+        // connection close, and the count is back down.
         eprintln!("server-threads: cannot spawn a thread: {e}; connection dropped");
-        live.add(-1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_panicking_connection_thread_still_leaves_the_count() {
+        let live = Arc::new(Live {
+            count: Mutex::new(0),
+            changed: Condvar::new(),
+        });
+        let guard = live.enter();
+        let panicked = thread::spawn(move || {
+            let _guard = guard;
+            panic!("a connection that panics");
+        })
+        .join();
+        assert!(panicked.is_err());
+        let waiter = {
+            let live = Arc::clone(&live);
+            thread::spawn(move || live.wait_until_below(1))
+        };
+        let start = std::time::Instant::now();
+        while !waiter.is_finished() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "shutdown would hang"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 }

@@ -9,30 +9,33 @@
 //! granularity, so `delay:100ms` takes between 100 and 101 ms. **Watch in the benchmark:**
 //! scales past one core where the epoll loop cannot.
 //!
-//! The connection logic is the blocking loop's, written with `.await`: the same sans-IO
-//! [`RequestBuffer`] and [`Outbox`], the same timeouts. Concurrent connections are capped by a
-//! semaphore (`--max-conns`); at shutdown the accept loop stops, and taking back every permit
-//! waits for the connections in flight.
+//! Each task drives the same sans-IO [`Connection`] state machine as every other model, with
+//! `.await` where a blocking model blocks: a read or write races its deadline, `delay` is a
+//! tokio timer. Concurrent connections are capped by a semaphore (`--max-conns`); at shutdown
+//! the accept loop stops, and taking back every permit waits for the connections in flight.
+//! The cached `Date` header lives in each worker thread (each is an event loop of its own).
 //!
 //! ```text
 //! server-tokio --workers 2 --workload delay:100ms
 //! ```
 
+use std::cell::Cell;
 use std::io;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use serverkit::blocking::{expired, Expired};
-use serverkit::http::{HttpError, Outbox, RequestBuffer, HELLO_BODY};
+use serverkit::connection::{Action, Connection};
+use serverkit::date::DateCache;
 use serverkit::listener::TICK;
 use serverkit::workload::burn_cpu;
-use serverkit::{listener, Protocol, ServerArgs, ServerConfig, Workload};
+use serverkit::{listener, shutdown, ServerArgs, ServerConfig, Workload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
+use tokio::time::{sleep_until, timeout_at};
 
 /// Tokio server: a task per connection on a multi-threaded runtime.
 #[derive(Parser)]
@@ -91,11 +94,13 @@ fn start(cli: &Cli) -> io::Result<()> {
             };
             let stop = stop_rx.clone();
             tokio::spawn(async move {
-                let _ = serve_connection(stream, config, stop).await;
+                serve_connection(stream, config, stop).await;
                 drop(permit);
             });
         }
         drop(listener);
+        // The flag the connections look at between steps; the channel wakes the idle ones.
+        shutdown::request();
         let _ = stop_tx.send(true);
         // Every permit back means every connection task has ended.
         let _ = slots.acquire_many(max_conns as u32).await;
@@ -103,74 +108,80 @@ fn start(cli: &Cli) -> io::Result<()> {
     })
 }
 
+/// Drives one connection's state machine with `.await`s: a read or a write waits for the
+/// socket or the deadline the state machine gave, whichever comes first.
 async fn serve_connection(
     mut stream: TcpStream,
     config: ServerConfig,
     mut stop: watch::Receiver<bool>,
-) -> io::Result<()> {
-    if config.protocol == Protocol::Raw {
-        pay(config.workload).await;
-        return stream.write_all(HELLO_BODY).await;
-    }
-    let mut requests = RequestBuffer::new();
-    let mut out = Outbox::new();
-    let mut waiting_since = Instant::now();
+) {
+    let mut now = Instant::now();
+    let mut date = worker_date(now);
+    let mut conn = Connection::new(config, now);
+    let mut stopping = false;
     loop {
-        let mut close = false;
-        while !close {
-            match requests.next_request() {
-                Ok(Some(request)) => {
-                    pay(config.workload).await;
-                    let (response, close_after) = request.response(*stop.borrow());
-                    if !out.has_room_for(response) {
-                        write_out(&mut stream, &mut out).await?;
+        if !stopping && shutdown::requested() {
+            stopping = true;
+            conn.shutdown(now);
+        }
+        if date.is_stale(now) {
+            date = worker_date(now);
+        }
+        match conn.next(now, &date) {
+            Action::Read { deadline } => {
+                tokio::select! {
+                    read = stream.read(conn.read_buf()) => {
+                        now = Instant::now();
+                        match read {
+                            Ok(n) => conn.read(n, now),
+                            Err(_) => return,
+                        }
                     }
-                    out.push(response);
-                    close = close_after;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    if !out.has_room_for(e.response()) {
-                        write_out(&mut stream, &mut out).await?;
-                    }
-                    out.push(e.response());
-                    close = true;
+                    _ = sleep_until(deadline.into()) => now = Instant::now(),
+                    _ = stop.changed(), if !stopping => now = Instant::now(),
                 }
             }
-        }
-        if !out.is_empty() {
-            let written =
-                tokio::time::timeout(config.read_timeout, write_out(&mut stream, &mut out));
-            written
-                .await
-                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-            waiting_since = Instant::now();
-        }
-        if close || (*stop.borrow() && !requests.has_partial()) {
-            return Ok(());
-        }
-        let had_partial = requests.has_partial();
-        tokio::select! {
-            read = stream.read(requests.spare()) => match read? {
-                0 => return Ok(()),
-                n => {
-                    requests.filled(n);
-                    if !had_partial {
-                        waiting_since = Instant::now();
+            // Try the write first: the socket almost always takes it, and then no timer is set.
+            Action::Write { deadline } => match stream.try_write(conn.to_write()) {
+                Ok(n) => conn.wrote(n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if timeout_at(deadline.into(), stream.writable())
+                        .await
+                        .is_ok_and(|r| r.is_err())
+                    {
+                        return;
                     }
+                    now = Instant::now();
                 }
+                Err(_) => return,
             },
-            _ = tokio::time::sleep(TICK) => {
-                if let Some(timeout) = expired(&requests, waiting_since, Instant::now(), &config) {
-                    if timeout == Expired::Read {
-                        let _ = stream.write_all(HttpError::Timeout.response()).await;
-                    }
-                    return Ok(());
-                }
+            Action::Work(workload) => {
+                pay(workload).await;
+                now = Instant::now();
+                conn.worked();
             }
-            _ = stop.changed() => {}
+            Action::CloseWrite => {
+                let _ = stream.shutdown().await; // shutdown(SHUT_WR) for a TcpStream
+            }
+            Action::Close => return,
         }
     }
+}
+
+/// The cached `Date` header of the worker thread this task runs on now: each worker is an
+/// event loop with a cache of its own, so no lock is shared between them.
+fn worker_date(now: Instant) -> DateCache {
+    thread_local! {
+        static DATE: Cell<Option<DateCache>> = const { Cell::new(None) };
+    }
+    DATE.with(|cached| match cached.get() {
+        Some(date) if !date.is_stale(now) => date,
+        _ => {
+            let date = DateCache::at(now);
+            cached.set(Some(date));
+            date
+        }
+    })
 }
 
 /// Pays a request's cost the async way: a timer for `delay`; `cpu` burns on this worker thread.
@@ -180,14 +191,4 @@ async fn pay(workload: Workload) {
         Workload::Delay(d) => tokio::time::sleep(d).await,
         Workload::Cpu(d) => burn_cpu(d),
     }
-}
-
-async fn write_out(stream: &mut TcpStream, out: &mut Outbox) -> io::Result<()> {
-    while !out.is_empty() {
-        match stream.write(out.pending()).await? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => out.sent(n),
-        }
-    }
-    Ok(())
 }
