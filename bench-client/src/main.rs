@@ -176,6 +176,11 @@ struct SuiteArgs {
     /// Directory of the server-* binaries (default: beside this executable).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+
+    /// Extra flags for every archbench server (not node or nginx), e.g. "--headers minimal";
+    /// named in the report and in each row's notes.
+    #[arg(long, allow_hyphen_values = true)]
+    server_args: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -345,6 +350,10 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
         only: args.servers,
         out_dir,
         places,
+        server_args: args
+            .server_args
+            .map(|a| a.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
     };
     if let Err(e) = load::catch_sigint() {
         eprintln!("bench-client: {e}");

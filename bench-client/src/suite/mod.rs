@@ -262,6 +262,8 @@ pub struct SuiteOptions {
     pub out_dir: PathBuf,
     /// Where the servers are.
     pub places: Locations,
+    /// Extra flags for the archbench servers (not the reference servers).
+    pub server_args: Vec<String>,
 }
 
 /// What a suite run produced.
@@ -397,8 +399,14 @@ fn measure(
         row.notes = format!("not measured: {reason}");
         (row, false)
     };
-    let running = match server::start(&def.launch, &[], cell.workload, cell.protocol, &opts.places)
-    {
+    let extra = &opts.server_args;
+    let running = match server::start(
+        &def.launch,
+        extra,
+        cell.workload,
+        cell.protocol,
+        &opts.places,
+    ) {
         Ok(r) => r,
         Err(e) => return not_measured(e),
     };
@@ -462,6 +470,9 @@ fn measure(
         .filter(|n| !n.is_empty())
         .map(String::from)
         .collect();
+    if !extra.is_empty() && matches!(def.launch, Launch::Binary(_)) {
+        notes.push(format!("server args: {}", extra.join(" ")));
+    }
     match cell.adversary {
         Adversary::None => {}
         Adversary::Slowloris(k) => notes.push(format!(

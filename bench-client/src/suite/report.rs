@@ -188,6 +188,13 @@ pub fn markdown(opts: &SuiteOptions, machine: &Machine, rows: &[ResultRow]) -> S
         opts.scale,
         if paper { "paper".to_string() } else { format!("suite --preset {}", opts.preset.name) },
     );
+    if !opts.server_args.is_empty() {
+        let _ = writeln!(
+            s,
+            "The archbench servers ran with `{}` (the reference servers as always).\n",
+            opts.server_args.join(" ")
+        );
+    }
     if paper {
         let _ = writeln!(
             s,

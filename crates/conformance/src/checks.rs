@@ -654,6 +654,12 @@ pub fn answers_carry_date_server_and_content_type(bin: &str, _: Model) {
         assert_standard_headers(&response);
         assert_eq!(response.header("connection"), Some("close"));
     }
+    // `--headers minimal`: Content-Length and Connection only.
+    let minimal = Server::start(bin, &["--headers", "minimal"]);
+    let response = get_once(minimal.addr);
+    assert_hello(&response);
+    let names: Vec<&str> = response.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["connection", "content-length"]);
 }
 
 /// Two answers 3 s apart carry different dates (TechEmpower's rule), on one kept-alive

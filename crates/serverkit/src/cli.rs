@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 
+use crate::http::Headers;
 use crate::workload::Workload;
 
 /// Which protocol a server speaks on each connection.
@@ -54,6 +55,12 @@ pub struct ServerArgs {
     /// Time a keep-alive connection may sit idle between requests before it is closed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Response headers: `standard` (Server, Date, Content-Type, Content-Length, as RFC 9110
+    /// asks and nginx sends) or `minimal` (Content-Length and Connection only: the fewest bytes
+    /// HTTP/1.1 allows, for measuring what the standard headers cost).
+    #[arg(long, value_enum, default_value_t = Headers::Standard)]
+    pub headers: Headers,
 }
 
 /// What the connection loops need to know, copied out of [`ServerArgs`].
@@ -67,6 +74,8 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Time a keep-alive connection may sit idle.
     pub idle_timeout: Duration,
+    /// Which response headers to send.
+    pub headers: Headers,
 }
 
 impl ServerArgs {
@@ -77,6 +86,7 @@ impl ServerArgs {
             protocol: self.protocol,
             read_timeout: self.read_timeout,
             idle_timeout: self.idle_timeout,
+            headers: self.headers,
         }
     }
 }
@@ -88,6 +98,7 @@ impl Default for ServerConfig {
             protocol: Protocol::Http,
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            headers: Headers::Standard,
         }
     }
 }

@@ -269,7 +269,8 @@ impl Connection {
         if self.out.is_empty() && self.reading != Reading::Idle && !self.close_after {
             // The client started a request and stalled: tell it, then close (no lingering:
             // waiting longer for it is what the timeout refused).
-            self.out.push_response(HttpError::Timeout.response(), date);
+            self.out
+                .push_response(HttpError::Timeout.response(self.config.headers), date);
             self.close_after = true;
             self.linger_after = false;
             self.since = now;
@@ -293,7 +294,8 @@ impl Connection {
                     Ok(None) => return None,
                     Err(error) => {
                         self.start_writing(now);
-                        self.out.push_response(error.response(), date);
+                        self.out
+                            .push_response(error.response(self.config.headers), date);
                         self.close_after = true;
                         self.linger_after = true;
                         return None;
@@ -320,7 +322,8 @@ impl Connection {
                 self.close_after = true;
             }
             Some(request) => {
-                let (response, close) = request.response(self.stop_by.is_some());
+                let (response, close) =
+                    request.response(self.stop_by.is_some(), self.config.headers);
                 self.out.push_response(response, date);
                 if close {
                     self.close_after = true;

@@ -26,41 +26,76 @@ pub const HELLO_BODY: &[u8] = b"HelloWorld\n";
 
 const MAX_HEADERS: usize = 64;
 
-/// What every answer starts with, up to the date: status line, `Server`, `Date: `.
-macro_rules! start {
-    ($status:literal) => {
-        concat!("HTTP/1.1 ", $status, "\r\nServer: archbench\r\nDate: ").as_bytes()
-    };
+/// Which headers the answers carry (`--headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Headers {
+    /// `Server`, `Date`, `Content-Type`, `Content-Length` (and `Connection` where needed).
+    Standard,
+    /// `Content-Length` (and `Connection` where needed) only: the fewest bytes HTTP/1.1 allows.
+    Minimal,
 }
 
-/// What follows the date: the other headers, then the body.
-macro_rules! rest {
-    ($len:literal, $body:literal $(, $header:literal)?) => {
-        concat!(
-            "\r\nContent-Type: text/plain\r\nContent-Length: ", $len, "\r\n",
-            $($header, "\r\n",)?
-            "\r\n", $body
-        )
-        .as_bytes()
-    };
-}
-
-const OK: &[u8] = start!("200 OK");
-const OK_KEEP_ALIVE: &[u8] = rest!("11", "HelloWorld\n");
-const OK_KEEP_ALIVE_HTTP10: &[u8] = rest!("11", "HelloWorld\n", "Connection: keep-alive");
-const OK_CLOSE: &[u8] = rest!("11", "HelloWorld\n", "Connection: close");
-
-/// One answer: `start`, the date, then `rest`.
+/// One answer: `start`, the date when `dated`, then `rest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Response {
     start: &'static [u8],
+    dated: bool,
     rest: &'static [u8],
 }
+
+/// The [`Response`] for a status, a body (and its length) and maybe a `Connection` header.
+macro_rules! response {
+    (Standard, $status:literal, $len:literal, $body:literal $(, $header:literal)?) => {
+        Response {
+            start: concat!("HTTP/1.1 ", $status, "\r\nServer: archbench\r\nDate: ").as_bytes(),
+            dated: true,
+            rest: concat!(
+                "\r\nContent-Type: text/plain\r\nContent-Length: ", $len, "\r\n",
+                $($header, "\r\n",)? "\r\n", $body
+            )
+            .as_bytes(),
+        }
+    };
+    (Minimal, $status:literal, $len:literal, $body:literal $(, $header:literal)?) => {
+        Response {
+            start: concat!("HTTP/1.1 ", $status, "\r\n").as_bytes(),
+            dated: false,
+            rest: concat!($($header, "\r\n",)? "Content-Length: ", $len, "\r\n\r\n", $body)
+                .as_bytes(),
+        }
+    };
+}
+
+/// The three answers to a request, in both header sets: kept alive, HTTP/1.0 kept alive, close.
+macro_rules! hello_responses {
+    ($headers:ident) => {
+        [
+            response!($headers, "200 OK", "11", "HelloWorld\n"),
+            response!(
+                $headers,
+                "200 OK",
+                "11",
+                "HelloWorld\n",
+                "Connection: keep-alive"
+            ),
+            response!(
+                $headers,
+                "200 OK",
+                "11",
+                "HelloWorld\n",
+                "Connection: close"
+            ),
+        ]
+    };
+}
+
+const HELLO_STANDARD: [Response; 3] = hello_responses!(Standard);
+const HELLO_MINIMAL: [Response; 3] = hello_responses!(Minimal);
 
 impl Response {
     /// Its length in bytes.
     pub const fn len(&self) -> usize {
-        self.start.len() + DATE_LEN + self.rest.len()
+        self.start.len() + if self.dated { DATE_LEN } else { 0 } + self.rest.len()
     }
 
     /// Never empty; here for clippy's `len_without_is_empty`.
@@ -70,7 +105,16 @@ impl Response {
 
     /// The whole answer with `date` in it (tests and tools; servers copy it into an [`Outbox`]).
     pub fn to_bytes(&self, date: &DateCache) -> Vec<u8> {
-        [self.start, date.text(), self.rest].concat()
+        let date: &[u8] = if self.dated { date.text() } else { b"" };
+        [self.start, date, self.rest].concat()
+    }
+
+    /// The same answer without its body (for `HEAD`).
+    fn without_body(self) -> Response {
+        Response {
+            rest: &self.rest[..self.rest.len() - HELLO_BODY.len()],
+            ..self
+        }
     }
 }
 
@@ -92,19 +136,23 @@ pub struct Request {
 impl Request {
     /// The answer to this request; `closing` forces `Connection: close` (the server is
     /// shutting down). Returns it and whether to close after sending it.
-    pub fn response(&self, closing: bool) -> (Response, bool) {
+    pub fn response(&self, closing: bool, headers: Headers) -> (Response, bool) {
         let close = closing || !self.keep_alive;
-        let full = match (close, self.http10) {
-            (true, _) => OK_CLOSE,
-            (false, false) => OK_KEEP_ALIVE,
-            (false, true) => OK_KEEP_ALIVE_HTTP10,
+        let set = match headers {
+            Headers::Standard => &HELLO_STANDARD,
+            Headers::Minimal => &HELLO_MINIMAL,
         };
-        let rest = if self.head_only {
-            &full[..full.len() - HELLO_BODY.len()]
+        let full = match (close, self.http10) {
+            (true, _) => set[2],
+            (false, false) => set[0],
+            (false, true) => set[1],
+        };
+        let response = if self.head_only {
+            full.without_body()
         } else {
             full
         };
-        (Response { start: OK, rest }, close)
+        (response, close)
     }
 }
 
@@ -123,26 +171,45 @@ pub enum HttpError {
 
 impl HttpError {
     /// The answer sent before closing.
-    pub fn response(&self) -> Response {
-        let (start, rest) = match self {
-            HttpError::Malformed => (
-                start!("400 Bad Request"),
-                rest!("12", "bad request\n", "Connection: close"),
-            ),
-            HttpError::HeadTooLarge => (
-                start!("431 Request Header Fields Too Large"),
-                rest!("17", "head over 8 KiB.\n", "Connection: close"),
-            ),
-            HttpError::NotImplemented => (
-                start!("501 Not Implemented"),
-                rest!("16", "not implemented\n", "Connection: close"),
-            ),
-            HttpError::Timeout => (
-                start!("408 Request Timeout"),
-                rest!("16", "request timeout\n", "Connection: close"),
-            ),
-        };
-        Response { start, rest }
+    pub fn response(&self, headers: Headers) -> Response {
+        macro_rules! answers {
+            ($headers:ident) => {
+                match self {
+                    HttpError::Malformed => response!(
+                        $headers,
+                        "400 Bad Request",
+                        "12",
+                        "bad request\n",
+                        "Connection: close"
+                    ),
+                    HttpError::HeadTooLarge => response!(
+                        $headers,
+                        "431 Request Header Fields Too Large",
+                        "17",
+                        "head over 8 KiB.\n",
+                        "Connection: close"
+                    ),
+                    HttpError::NotImplemented => response!(
+                        $headers,
+                        "501 Not Implemented",
+                        "16",
+                        "not implemented\n",
+                        "Connection: close"
+                    ),
+                    HttpError::Timeout => response!(
+                        $headers,
+                        "408 Request Timeout",
+                        "16",
+                        "request timeout\n",
+                        "Connection: close"
+                    ),
+                }
+            };
+        }
+        match headers {
+            Headers::Standard => answers!(Standard),
+            Headers::Minimal => answers!(Minimal),
+        }
     }
 }
 
@@ -392,7 +459,9 @@ impl Outbox {
             return false;
         }
         self.push(response.start);
-        self.push(date.text());
+        if response.dated {
+            self.push(date.text());
+        }
         self.push(response.rest);
         true
     }
@@ -532,20 +601,20 @@ mod tests {
             http10: false,
             head_only: false,
         };
-        let (keep, close) = req.response(false);
+        let (keep, close) = req.response(false, Headers::Standard);
         assert!(!close);
         assert_eq!(
             text(keep),
             "HTTP/1.1 200 OK\r\nServer: archbench\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
              Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nHelloWorld\n"
         );
-        let (closing, close) = req.response(true);
+        let (closing, close) = req.response(true, Headers::Standard);
         assert!(close && text(closing).contains("\r\nConnection: close\r\n"));
         let head = Request {
             head_only: true,
             ..req
         };
-        let head_text = text(head.response(false).0);
+        let head_text = text(head.response(false, Headers::Standard).0);
         assert!(
             head_text.ends_with("Content-Length: 11\r\n\r\n"),
             "{head_text}"
@@ -555,14 +624,15 @@ mod tests {
             http10: true,
             head_only: false,
         };
-        assert!(text(ten.response(false).0).contains("\r\nConnection: keep-alive\r\n"));
+        assert!(text(ten.response(false, Headers::Standard).0)
+            .contains("\r\nConnection: keep-alive\r\n"));
         for error in [
             HttpError::Malformed,
             HttpError::HeadTooLarge,
             HttpError::NotImplemented,
             HttpError::Timeout,
         ] {
-            let t = text(error.response());
+            let t = text(error.response(Headers::Standard));
             assert!(
                 t.contains("\r\nDate: ") && t.contains("\r\nConnection: close\r\n"),
                 "{t}"
@@ -572,9 +642,19 @@ mod tests {
                 head.contains(&format!("Content-Length: {}", body.len())),
                 "{t}"
             );
-            assert!(error.response().len() <= MAX_RESPONSE);
+            assert!(error.response(Headers::Standard).len() <= MAX_RESPONSE);
+            let minimal = text(error.response(Headers::Minimal));
+            assert!(minimal.starts_with("HTTP/1.1 4") || minimal.starts_with("HTTP/1.1 5"));
+            assert!(!minimal.contains("Date:") && minimal.contains("Connection: close\r\n"));
         }
         assert!(keep.len() <= MAX_RESPONSE && closing.len() <= MAX_RESPONSE);
+        // The minimal set: the bytes of the first archbench servers, before issue 15.
+        let (minimal, _) = req.response(true, Headers::Minimal);
+        assert_eq!(
+            text(minimal),
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 11\r\n\r\nHelloWorld\n"
+        );
+        assert_eq!(minimal.len(), text(minimal).len());
     }
 
     #[test]

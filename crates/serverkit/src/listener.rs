@@ -130,6 +130,7 @@ mod tests {
             reuseport: false,
             read_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(5),
+            headers: crate::http::Headers::Standard,
         }
     }
 
