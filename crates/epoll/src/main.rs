@@ -94,7 +94,7 @@ struct Conn {
     /// are closed, even within one batch of events; the serial makes every token unique, so
     /// an event or timer meant for a closed connection never reaches the next one.
     token: u64,
-    http: Connection,
+    http: Box<Connection>,
     waiting: Waiting,
     /// What epoll watches for it (`None`: not in the epoll set yet).
     registered: Option<EpollFlags>,
@@ -110,6 +110,9 @@ struct EventLoop {
     /// the table stays as small as the number of open connections.
     conns: Vec<Option<Conn>>,
     open: usize,
+    /// States of closed connections, kept for the next ones: accepting costs no allocation
+    /// and no clearing of buffers (at most as many as were ever open at once).
+    spare: Vec<Box<Connection>>,
     next_serial: u64,
     /// `delay` deadlines: (when, token), earliest first.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -137,6 +140,7 @@ impl EventLoop {
             config,
             max_conns,
             conns: Vec::new(),
+            spare: Vec::new(),
             open: 0,
             next_serial: 0,
             timers: BinaryHeap::new(),
@@ -207,7 +211,13 @@ impl EventLoop {
         }
         self.next_serial += 1;
         let token = (self.next_serial << 32) | fd as u64;
-        let http = Connection::new(self.config, now);
+        let http = match self.spare.pop() {
+            Some(mut http) => {
+                http.reset(now);
+                http
+            }
+            None => Box::new(Connection::new(self.config, now)),
+        };
         let (waiting, registered) = (Waiting::Readable, None);
         self.conns[fd] = Some(Conn {
             stream,
@@ -375,7 +385,9 @@ impl EventLoop {
         // Dropping the stream closes the descriptor, which also removes it from the epoll set.
         if let Some(conn) = find(&mut self.conns, token) {
             let fd = conn.stream.as_raw_fd() as usize;
-            self.conns[fd] = None;
+            if let Some(conn) = self.conns[fd].take() {
+                self.spare.push(conn.http);
+            }
             self.open -= 1;
         }
         self.pause_listener(false);

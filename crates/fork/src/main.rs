@@ -30,6 +30,7 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 use nix::errno::Errno;
@@ -37,6 +38,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serverkit::blocking::{self, Accepted};
+use serverkit::connection::Connection;
 use serverkit::date::SharedDate;
 use serverkit::listener::TICK;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
@@ -116,7 +118,8 @@ fn fork_child(
         Ok(ForkResult::Child) => {
             shutdown::forget_listener();
             let _ = nix::unistd::close(listener.as_raw_fd());
-            blocking::serve_connection(stream, config, &DATE);
+            let mut conn = Connection::new(*config, Instant::now());
+            blocking::serve_connection(stream, &mut conn, &DATE);
             // SAFETY: _exit ends the child without unwinding or running the parent's clean-up.
             unsafe { libc::_exit(0) }
         }

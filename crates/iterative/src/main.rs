@@ -15,9 +15,11 @@
 use std::io;
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 use serverkit::blocking::{self, Accepted};
+use serverkit::connection::Connection;
 use serverkit::date::SharedDate;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
 
@@ -47,9 +49,11 @@ fn start(args: &ServerArgs) -> io::Result<()> {
 
 /// The whole model: accept, serve to the end, accept the next.
 fn run(listener: &TcpListener, config: &ServerConfig) {
+    // One connection's state, reused for each connection in turn.
+    let mut conn = Connection::new(*config, Instant::now());
     loop {
         match blocking::accept(listener) {
-            Accepted::Conn(stream) => blocking::serve_connection(stream, config, &DATE),
+            Accepted::Conn(stream) => blocking::serve_connection(stream, &mut conn, &DATE),
             Accepted::Tick => {}
             Accepted::Shutdown => return,
         }

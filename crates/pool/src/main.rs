@@ -25,9 +25,11 @@ use std::io;
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::thread;
+use std::time::Instant;
 
 use clap::Parser;
 use serverkit::blocking::{self, Accepted};
+use serverkit::connection::Connection;
 use serverkit::date::SharedDate;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
 
@@ -79,9 +81,11 @@ fn start(cli: &Cli) -> io::Result<()> {
 
 /// One pool thread: accept, serve to the end, accept again, until shutdown.
 fn worker(listener: &TcpListener, config: &ServerConfig) {
+    // The thread's connection state, made once and reused: a connection costs no set-up.
+    let mut conn = Connection::new(*config, Instant::now());
     loop {
         match blocking::accept(listener) {
-            Accepted::Conn(stream) => blocking::serve_connection(stream, config, &DATE),
+            Accepted::Conn(stream) => blocking::serve_connection(stream, &mut conn, &DATE),
             Accepted::Tick => {}
             Accepted::Shutdown => return,
         }

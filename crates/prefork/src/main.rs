@@ -24,6 +24,7 @@ use std::collections::HashSet;
 use std::io;
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 use nix::errno::Errno;
@@ -31,6 +32,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serverkit::blocking::{self, Accepted};
+use serverkit::connection::Connection;
 use serverkit::date::SharedDate;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
 
@@ -101,9 +103,11 @@ fn spawn_worker(listener: &TcpListener, config: &ServerConfig) -> io::Result<Pid
 /// replaces it.
 fn worker(listener: &TcpListener, config: &ServerConfig) {
     shutdown::forget_listener();
+    // The worker's connection state, made once and reused: a connection costs no set-up.
+    let mut conn = Connection::new(*config, Instant::now());
     loop {
         match blocking::accept(listener) {
-            Accepted::Conn(stream) => blocking::serve_connection(stream, config, &DATE),
+            Accepted::Conn(stream) => blocking::serve_connection(stream, &mut conn, &DATE),
             Accepted::Tick => {}
             Accepted::Shutdown => return,
         }

@@ -10,7 +10,6 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Instant;
 
-use crate::cli::ServerConfig;
 use crate::connection::{Action, Connection};
 use crate::date::SharedDate;
 use crate::listener::TICK;
@@ -79,12 +78,14 @@ pub fn is_timeout(e: &io::Error) -> bool {
 ///
 /// The socket's timeouts (`SO_RCVTIMEO`, `SO_SNDTIMEO`, both a [`TICK`], inherited from the
 /// listener) wake a blocked read or write every tick, so the loop sees its deadlines and the
-/// shutdown flag; under load the calls return long before. `dates` is where this process or
-/// thread keeps its cached `Date`; the connection keeps a copy until it goes stale.
-pub fn serve_connection(mut stream: TcpStream, config: &ServerConfig, dates: &SharedDate) {
+/// shutdown flag; under load the calls return long before. `conn` is the connection state,
+/// reset here: a model that serves one connection after another passes the same one each
+/// time. `dates` is where this process or thread keeps its cached `Date`; the loop keeps a
+/// copy until it goes stale.
+pub fn serve_connection(mut stream: TcpStream, conn: &mut Connection, dates: &SharedDate) {
     let mut now = Instant::now();
     let mut date = dates.current(now);
-    let mut conn = Connection::new(*config, now);
+    conn.reset(now);
     loop {
         if shutdown::requested() {
             conn.shutdown(now);

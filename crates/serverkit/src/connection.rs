@@ -110,11 +110,11 @@ pub struct Connection {
 impl Connection {
     /// A connection accepted at `now`.
     pub fn new(config: ServerConfig, now: Instant) -> Connection {
-        Connection {
+        let mut conn = Connection {
             config,
             requests: RequestBuffer::new(),
             out: Outbox::new(),
-            phase: Phase::Serving,
+            phase: Phase::Closed,
             since: now,
             reading: Reading::Idle,
             close_after: false,
@@ -123,7 +123,26 @@ impl Connection {
             stop_by: None,
             drained: 0,
             raw_answered: false,
-        }
+        };
+        conn.reset(now);
+        conn
+    }
+
+    /// Makes this the state of a new connection accepted at `now`, keeping its buffers: a
+    /// thread or process that serves one connection after another reuses one state and pays
+    /// nothing per connection for it (`new` clears 10 KiB of buffers).
+    pub fn reset(&mut self, now: Instant) {
+        self.requests.clear();
+        self.out.clear();
+        self.phase = Phase::Serving;
+        self.since = now;
+        self.reading = Reading::Idle;
+        self.close_after = false;
+        self.linger_after = false;
+        self.peer_closed = false;
+        self.stop_by = None;
+        self.drained = 0;
+        self.raw_answered = false;
     }
 
     /// What to do next, at `now`; answers carry `date`.
@@ -654,6 +673,24 @@ mod tests {
         assert_eq!(conn.to_write(), HELLO_BODY);
         conn.wrote(HELLO_BODY.len(), t);
         assert_eq!(conn.next(t, &date), Action::Close);
+    }
+
+    #[test]
+    fn a_reset_connection_behaves_as_a_new_one() {
+        let input = b"GET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.0\r\n\r\n";
+        let mut fresh = Connection::new(config(), Instant::now());
+        let first = drive(&mut fresh, input, &[5], 7).written;
+        // Leave one in the middle of everything: partial head, pending output, shutdown.
+        let t = Instant::now();
+        let mut used = Connection::new(config(), t);
+        let date = DateCache::fixed(DATE);
+        used.next(t, &date);
+        used.read_buf()[..GET.len() + 3].copy_from_slice(&[GET, b"GET"].concat());
+        used.read(GET.len() + 3, t);
+        assert!(matches!(used.next(t, &date), Action::Write { .. }));
+        used.shutdown(t);
+        used.reset(Instant::now());
+        assert_eq!(drive(&mut used, input, &[5], 7).written, first);
     }
 
     #[test]

@@ -489,6 +489,12 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Drops whatever waits (for a connection state reused for the next connection).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.sent = 0;
+    }
 }
 
 #[cfg(test)]

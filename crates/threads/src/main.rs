@@ -19,9 +19,11 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
+use std::time::Instant;
 
 use clap::Parser;
 use serverkit::blocking::{self, Accepted};
+use serverkit::connection::Connection;
 use serverkit::date::SharedDate;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
 
@@ -120,7 +122,8 @@ fn spawn_connection(stream: TcpStream, config: ServerConfig, live: &Arc<Live>) {
         .stack_size(STACK_SIZE)
         .spawn(move || {
             let _guard = guard;
-            blocking::serve_connection(stream, &config, &DATE);
+            let mut conn = Connection::new(config, Instant::now());
+            blocking::serve_connection(stream, &mut conn, &DATE);
         });
     if let Err(e) = spawned {
         // The closure (the stream and the guard in it) was dropped: the client sees its
