@@ -19,32 +19,30 @@
 //! keep it to one `epoll_wait`, one `read` and one `write` per request on a kept-alive
 //! connection.
 //!
-//! `delay:D` arms a timer: deadlines wait in a heap, and one timerfd in the epoll set is armed
-//! for the earliest (nanosecond precision, unlike `epoll_wait`'s millisecond timeout). The
-//! same timerfd ticks every 250 ms to sweep the connections' read, idle and write deadlines.
+//! `delay:D` adds a deadline to serverkit's [`Timers`]: a heap, and one timerfd in the epoll set
+//! armed for the earliest (nanosecond precision, unlike `epoll_wait`'s millisecond timeout).
+//! The same timerfd ticks every 250 ms to sweep the connections' read, idle and write
+//! deadlines.
 //! The cached `Date` header is the loop's own, refreshed after every `epoll_wait`.
 //!
 //! ```text
 //! server-epoll --workload delay:100ms
 //! ```
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{accept4, SockFlag};
-use nix::sys::time::TimeSpec;
-use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use serverkit::connection::{Action, Connection};
 use serverkit::date::DateCache;
 use serverkit::listener::TICK;
+use serverkit::timers::Timers;
 use serverkit::workload::burn_cpu;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig, Workload};
 
@@ -103,7 +101,6 @@ struct Conn {
 struct EventLoop {
     listener: TcpListener,
     epoll: Epoll,
-    timer: TimerFd,
     config: ServerConfig,
     max_conns: usize,
     /// Connections indexed by descriptor: the kernel hands out the lowest free number, so
@@ -114,10 +111,8 @@ struct EventLoop {
     /// and no clearing of buffers (at most as many as were ever open at once).
     spare: Vec<Box<Connection>>,
     next_serial: u64,
-    /// `delay` deadlines: (when, token), earliest first.
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
-    /// When the timerfd will fire next, if armed.
-    armed: Option<Instant>,
+    /// `delay` deadlines by token, and the timerfd armed for the earliest or the sweep.
+    timers: Timers,
     next_sweep: Instant,
     listener_paused: bool,
     stopping: bool,
@@ -129,22 +124,19 @@ impl EventLoop {
         listener.set_nonblocking(true)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
-        let timer_flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
-        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, timer_flags)?;
-        epoll.add(&timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
+        let timers = Timers::new()?;
+        epoll.add(&timers, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
         let now = Instant::now();
         Ok(EventLoop {
             listener,
             epoll,
-            timer,
+            timers,
             config,
             max_conns,
             conns: Vec::new(),
             spare: Vec::new(),
             open: 0,
             next_serial: 0,
-            timers: BinaryHeap::new(),
-            armed: None,
             next_sweep: now + TICK,
             listener_paused: false,
             stopping: false,
@@ -161,7 +153,8 @@ impl EventLoop {
             if self.stopping && self.open == 0 {
                 return Ok(());
             }
-            self.arm_timer()?;
+            let ticking = self.open > 0 || self.listener_paused;
+            self.timers.arm(ticking.then_some(self.next_sweep))?;
             let ready = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue, // a signal: look at the shutdown flag
@@ -269,7 +262,7 @@ impl EventLoop {
                     Err(_) => return self.close(token), // EPIPE, reset: the client is gone
                 },
                 Action::Work(Workload::Delay(d)) => {
-                    self.timers.push(Reverse((Instant::now() + d, token)));
+                    self.timers.add(Instant::now() + d, token);
                     break Waiting::Timer;
                 }
                 Action::Work(workload) => {
@@ -305,13 +298,8 @@ impl EventLoop {
     }
 
     fn on_timer(&mut self, now: Instant) {
-        let _ = self.timer.wait(); // consume the expiry (non-blocking)
-        self.armed = None;
-        while let Some(&Reverse((deadline, token))) = self.timers.peek() {
-            if deadline > now {
-                break;
-            }
-            self.timers.pop();
+        self.timers.fired();
+        while let Some(token) = self.timers.pop_due(now) {
             if let Some(conn) = find(&mut self.conns, token) {
                 conn.http.worked();
                 self.drive(token, now);
@@ -333,24 +321,6 @@ impl EventLoop {
                 _ => {}
             }
         }
-    }
-
-    /// Arms the timerfd for the earliest of the next `delay` deadline and the next sweep.
-    fn arm_timer(&mut self) -> io::Result<()> {
-        let mut next = self.timers.peek().map(|Reverse((when, _))| *when);
-        if self.open > 0 || self.listener_paused {
-            next = Some(next.map_or(self.next_sweep, |n| n.min(self.next_sweep)));
-        }
-        let Some(next) = next else { return Ok(()) };
-        if self.armed.is_some_and(|armed| armed <= next) {
-            return Ok(());
-        }
-        // A zero interval would disarm the timer: a deadline already past fires in 1 ns.
-        let wait = (next.saturating_duration_since(Instant::now())).max(Duration::from_nanos(1));
-        let expiration = Expiration::OneShot(TimeSpec::from_duration(wait));
-        self.timer.set(expiration, TimerSetTimeFlags::empty())?;
-        self.armed = Some(next);
-        Ok(())
     }
 
     /// Stops watching the listener (`pause`), or watches it again if it was paused and there
@@ -407,6 +377,7 @@ fn would_block(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Accepts what is queued on the listener (the connect may take a moment to land).
     fn accept_one(event_loop: &mut EventLoop) -> u64 {

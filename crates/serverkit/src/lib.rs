@@ -13,7 +13,8 @@
 //! - [`date`]: the cached `Date` header;
 //! - [`workload`]: what a request costs: `hello`, `delay:D`, `cpu:D`;
 //! - [`blocking`]: the accept call, and the loop that drives a connection with blocking calls;
-//! - [`shutdown`]: SIGINT/SIGTERM handling (stop accepting, finish what is in flight).
+//! - [`shutdown`]: SIGINT/SIGTERM handling (stop accepting, finish what is in flight);
+//! - [`timers`]: deadlines and a timerfd, for the event loops.
 #![deny(missing_docs)]
 
 pub mod blocking;
@@ -23,6 +24,7 @@ pub mod date;
 pub mod http;
 pub mod listener;
 pub mod shutdown;
+pub mod timers;
 pub mod workload;
 
 pub use cli::{Protocol, ServerArgs, ServerConfig};
