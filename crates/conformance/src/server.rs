@@ -121,28 +121,15 @@ impl Server {
                 .map(|v| v.parse().unwrap_or(0))
                 .collect()
         }
-        fn children(pid: u32) -> Vec<u32> {
-            std::fs::read_dir(format!("/proc/{pid}/task"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-                .flat_map(|c| {
-                    c.split_whitespace()
-                        .filter_map(|p| p.parse().ok())
-                        .collect::<Vec<u32>>()
-                })
-                .collect()
-        }
         fn own_and_reaped(pid: u32) -> u64 {
             // utime, stime, cutime, cstime are fields 14 to 17 (index 11 to 14 after the name).
             stat_fields(pid).get(11..15).map_or(0, |f| f.iter().sum())
         }
         let mut total = own_and_reaped(self.pid());
-        let mut stack = children(self.pid());
+        let mut stack = children_of(self.pid());
         while let Some(pid) = stack.pop() {
             total += own_and_reaped(pid);
-            stack.extend(children(pid));
+            stack.extend(children_of(pid));
         }
         total
     }
@@ -186,17 +173,7 @@ impl Server {
 
     /// Pids of the server's live child processes.
     pub fn children(&self) -> Vec<u32> {
-        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-            .flat_map(|c| {
-                c.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
-            .collect()
+        children_of(self.pid())
     }
 
     /// Zombie children of the server (exited, not reaped).
@@ -250,4 +227,19 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// Pids of the live child processes of `pid` (of every one of its threads).
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
