@@ -941,20 +941,6 @@ pub fn the_cap_holds_connections_back(bin: &str, model: Model) {
 /// A server that cannot write its ready line (stdout closed) exits non-zero at once, instead
 /// of serving a port nobody knows or hanging.
 pub fn a_server_that_cannot_announce_exits(bin: &str, _: Model) {
-    // A pipe whose reading end is closed: the ready line fails with EPIPE. (A descriptor
-    // opened read-only would not do: Rust's stdout quietly ignores EBADF.)
-    let mut ends = [0; 2];
-    // SAFETY: pipe(2) fills the two descriptors, which are then owned here.
-    assert_eq!(
-        unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) },
-        0
-    );
-    // SAFETY: both descriptors were just made by pipe2 and nothing else owns them.
-    let (reading, writing) = unsafe {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1]))
-    };
-    drop(reading);
     let mut args = vec!["--addr", "127.0.0.1:0"];
     if profile(bin).cap_of_two[0] == "--workers" {
         args.extend(["--workers", "2"]); // a few workers, quick to start and to stop
@@ -962,7 +948,7 @@ pub fn a_server_that_cannot_announce_exits(bin: &str, _: Model) {
     let mut child = Command::new(bin)
         .args(&args)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(writing))
+        .stdout(crate::server::failing_stdout())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -243,3 +243,24 @@ fn children_of(pid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// A stdout for a server that fails to write: a pipe whose reading end is already closed, so
+/// the ready line fails with EPIPE. (A descriptor opened read-only would not do: Rust's stdout
+/// quietly ignores EBADF.)
+///
+/// # Panics
+/// If the pipe cannot be made.
+pub fn failing_stdout() -> Stdio {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut ends = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors.
+    assert_eq!(
+        unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) },
+        0
+    );
+    // SAFETY: both descriptors were just made by pipe2 and nothing else owns them.
+    let (reading, writing) =
+        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    drop(reading);
+    Stdio::from(writing)
+}

@@ -10,7 +10,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_server-prefork");
 /// left serving a port nobody knows.
 #[test]
 fn a_failed_announce_leaves_no_worker_behind() {
-    use std::os::fd::{FromRawFd, OwnedFd};
     use std::process::{Command, Stdio};
     // Orphans are re-parented to the nearest subreaper: make that this test process, so any
     // worker left behind shows up among our children.
@@ -19,20 +18,10 @@ fn a_failed_announce_leaves_no_worker_behind() {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
         0
     );
-    let mut ends = [0; 2];
-    // SAFETY: pipe2 fills both descriptors, owned here from now on.
-    assert_eq!(
-        unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) },
-        0
-    );
-    // SAFETY: just made by pipe2, owned by nothing else.
-    let (reading, writing) =
-        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-    drop(reading);
     let mut child = Command::new(BIN)
         .args(["--addr", "127.0.0.1:0", "--workers", "3"])
         .stdin(Stdio::null())
-        .stdout(Stdio::from(writing))
+        .stdout(conformance::server::failing_stdout())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -257,11 +257,6 @@ impl Connection {
         }
     }
 
-    /// True while the connection waits for its request's cost to be paid.
-    pub fn is_working(&self) -> bool {
-        matches!(self.phase, Phase::Working(_))
-    }
-
     fn close(&mut self) -> Action {
         self.phase = Phase::Closed;
         Action::Close

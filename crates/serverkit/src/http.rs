@@ -326,11 +326,6 @@ impl RequestBuffer {
         self.awaiting_body = None;
     }
 
-    /// True when no room is left to read into until a request is consumed.
-    pub fn is_full(&self) -> bool {
-        self.start == 0 && self.end == MAX_HEAD
-    }
-
     /// The next complete request, in arrival order.
     ///
     /// `Ok(None)` means more bytes are needed. A request with a body (`Content-Length`) comes
