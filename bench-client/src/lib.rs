@@ -6,6 +6,7 @@
 //! - [`output`]: the result row schema, atomic CSV/JSON writes, the human summary;
 //! - [`meta`]: machine description and timestamps;
 //! - [`load`]: one load run from start to [`load::LoadResult`];
+//! - [`stats`]: medians, bootstrap intervals, and when a difference may be claimed;
 //! - [`suite`]: the suite runner (`paper`, `suite --preset`).
 #![deny(missing_docs)]
 
@@ -14,6 +15,7 @@ pub mod load;
 pub mod meta;
 pub mod output;
 pub mod response;
+pub mod stats;
 pub mod suite;
 pub mod target;
 

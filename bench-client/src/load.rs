@@ -10,7 +10,7 @@ use nix::sys::resource::{getrusage, UsageWho};
 
 use crate::engine::{self, LoadSpec, Shared, ThreadStats};
 use crate::meta::{self, Machine};
-use crate::output::{Na, ResultRow};
+use crate::output::{Na, ResultRow, Status};
 
 /// Which engine runs the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -45,6 +45,21 @@ impl LoadResult {
         100.0 * self.client_cpu.as_secs_f64()
             / (self.elapsed.as_secs_f64() * threads as f64).max(1e-9)
     }
+}
+
+/// A row is client-bound when the client used at least this share of the cores it could use.
+pub const CLIENT_BOUND_PCT: f64 = 80.0;
+
+/// The client-bound rule, in its one place: CPU as a percentage of `threads` threads' capacity,
+/// against the cores the client could actually use (`min(threads, cores)`).
+pub fn is_client_bound(client_cpu_pct: f64, threads: usize, cores: usize) -> bool {
+    let usable = threads.min(cores).max(1) as f64;
+    client_cpu_pct * threads as f64 / usable >= CLIENT_BOUND_PCT
+}
+
+/// Cores the calling thread may run on (after any `--cpus` pinning: the client's).
+pub fn client_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -235,10 +250,36 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
     if result.stats.ports_exhausted {
         notes.push(PORTS_HINT.to_string());
     }
+    if let Some(rate) = spec.rate {
+        let achieved =
+            (result.stats.ok + errors.total()) as f64 / result.elapsed.as_secs_f64().max(1e-9);
+        if achieved < 0.95 * rate {
+            notes.push(format!(
+                "achieved {achieved:.0} req/s, under 95% of --rate {rate}: {} requests never sent on time",
+                result.stats.not_sent
+            ));
+        }
+    }
+    if result.stats.abandoned > 0 {
+        notes.push(format!(
+            "{} requests in flight at the end were abandoned",
+            result.stats.abandoned
+        ));
+    }
+    let status = if result.partial.is_some() {
+        Status::Partial
+    } else if errors.total() > 0 {
+        Status::Errors
+    } else {
+        Status::Ok
+    };
+    let client_cpu_pct = result.client_cpu_pct(spec.threads);
+    let all = &result.stats.latency_all;
     ResultRow {
         run_id: labels.run_id.clone(),
         time: meta::now_iso8601(),
         git_rev: machine.git_rev.clone(),
+        build: meta::build(),
         host: machine.host.clone(),
         cpu_model: machine.cpu_model.clone(),
         cores: machine.cores,
@@ -260,6 +301,9 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         duration_s: Na(spec.duration.map(|d| d.as_secs_f64())),
         rate: Na(spec.rate),
         repetition: labels.repetition,
+        seed: Na(None),
+        cpus: "shared".into(),
+        status,
         elapsed_s: result.elapsed.as_secs_f64(),
         ok: result.stats.ok,
         err_connect: errors.connect,
@@ -275,18 +319,29 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         lat_p99_ms: ms(lat, 0.99),
         lat_p999_ms: ms(lat, 0.999),
         lat_max_ms: Na((!lat.is_empty()).then(|| lat.max() as f64 / 1000.0)),
+        lat_all_p50_ms: ms(all, 0.5),
+        lat_all_p99_ms: ms(all, 0.99),
         lat_p50_uncorrected_ms: ms(unc, 0.5),
         lat_p99_uncorrected_ms: ms(unc, 0.99),
         connections: result.stats.connections,
-        client_cpu_pct: result.client_cpu_pct(spec.threads),
+        not_sent: result.stats.not_sent,
+        abandoned: result.stats.abandoned,
+        client_cpu_pct,
+        client_bound: is_client_bound(client_cpu_pct, spec.threads, client_cores()),
+        steal_pct: Na(None),
+        server_build: "NA".into(),
+        cost_source: "NA".into(),
+        server_cpu_s: Na(None),
         server_cpu_user_s: Na(None),
         server_cpu_sys_s: Na(None),
+        server_ctx_switches: Na(None),
         server_ctx_voluntary: Na(None),
         server_ctx_involuntary: Na(None),
         server_peak_rss_kb: Na(None),
         server_threads: Na(None),
         server_processes: Na(None),
         server_requests: Na(None),
+        server_life_cpu_s: Na(None),
         server_ok_after: Na(None),
         partial: result.partial.is_some(),
         notes: notes.join("; "),
@@ -297,3 +352,19 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
 pub const PORTS_HINT: &str = "ran out of local ports (EADDRNOTAVAIL): closed connections wait in \
      TIME_WAIT and hold theirs; use -k, a lower rate, or --source-addrs N to spread connections \
      over 127.0.0.1..N";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_bound_is_judged_against_the_cores_the_client_had() {
+        // One thread at 85 % of a core: bound, whatever the machine.
+        assert!(is_client_bound(85.0, 1, 1));
+        assert!(is_client_bound(85.0, 1, 16));
+        assert!(!is_client_bound(60.0, 1, 16));
+        // Four threads pinned to two cores: 45 % of four threads is 90 % of two cores.
+        assert!(is_client_bound(45.0, 4, 2));
+        assert!(!is_client_bound(45.0, 4, 8));
+    }
+}

@@ -181,6 +181,16 @@ struct SuiteArgs {
     /// named in the report and in each row's notes.
     #[arg(long, allow_hyphen_values = true)]
     server_args: Option<String>,
+
+    /// Core placement: `server=LIST,client=LIST` (e.g. server=1-3,client=0) or `shared`.
+    /// Default: with two or more cores, the client on the lowest and the servers on the rest.
+    #[arg(long)]
+    cpus: Option<String>,
+
+    /// Seed of the random repetition order and the report's bootstrap (default: from the clock;
+    /// the report and every row record it).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -274,7 +284,7 @@ fn load_command(args: LoadArgs) -> ExitCode {
     } else {
         format!("{}; {unmeasured}", row.notes)
     };
-    let client_bound = row.client_cpu_pct > 80.0;
+    let client_bound = row.client_bound;
     if args.json {
         match serde_json::to_string_pretty(&row) {
             Ok(json) => println!("{json}"),
@@ -343,7 +353,22 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
     let out_dir = args
         .out
         .unwrap_or_else(|| suite::default_out_dir(&places, preset.name));
+    let allowed = suite::placement::allowed_cores();
+    let placement = match &args.cpus {
+        Some(text) => match suite::placement::Placement::parse(text, &allowed) {
+            Ok(p) => p,
+            Err(e) => return usage_error(&e),
+        },
+        None => suite::placement::Placement::default_for(&allowed),
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
     let opts = suite::SuiteOptions {
+        placement,
+        seed,
         reps: args.reps.unwrap_or(preset.reps),
         preset,
         scale: args.scale,
@@ -367,13 +392,22 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
         }
     };
     println!("wrote {} and {}", run.csv.display(), run.markdown.display());
-    let failed = run
+    let failed = run.rows.iter().filter(|r| r.status.is_failure()).count();
+    let with_errors = run
         .rows
         .iter()
-        .filter(|r| r.partial || r.notes.starts_with("not measured"))
+        .filter(|r| r.status == bench_client::output::Status::Errors)
         .count();
+    if with_errors > 0 {
+        println!(
+            "{with_errors} rows had request errors (status 'errors'; see their err_* columns)"
+        );
+    }
     if failed > 0 {
-        println!("{failed} rows are errors or partial (see their notes)");
+        eprintln!(
+            "bench-client: {failed} rows failed or are partial (status 'failed' or 'partial'; see their notes)"
+        );
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

@@ -14,8 +14,93 @@ pub struct Machine {
     pub cores: usize,
     /// Kernel release.
     pub kernel: String,
-    /// Short git revision of the working directory's repository, or `NA`.
+    /// Short git revision of the working directory's repository (`+dirty` with uncommitted
+    /// changes to tracked files), or `NA`.
     pub git_rev: String,
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// How this bench-client was built: `release, rustc 1.95.0 (...)`.
+pub fn build() -> String {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    format!("{profile}, {}", env!("ARCHBENCH_RUSTC"))
+}
+
+/// Total and steal jiffies of the whole machine, from /proc/stat.
+pub fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let total = fields.iter().take(8).sum();
+    Some((total, *fields.get(7)?))
+}
+
+/// Steal as a percentage of all CPU time between two [`cpu_jiffies`] readings.
+pub fn steal_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((t0, s0), (t1, s1)) = (before?, after?);
+    let total = t1.checked_sub(t0)?;
+    (total > 0).then(|| 100.0 * s1.saturating_sub(s0) as f64 / total as f64)
+}
+
+/// Steal above this share of the machine's CPU during a row flags it in reports.
+pub const HIGH_STEAL_PCT: f64 = 5.0;
+
+/// `sha256:` and the first 12 hex digits of the file's SHA-256 (by `sha256sum`), or NA.
+pub fn file_hash(path: &std::path::Path) -> String {
+    Command::new("sha256sum")
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            text.split_whitespace()
+                .next()
+                .map(|h| format!("sha256:{}", &h[..12.min(h.len())]))
+        })
+        .unwrap_or_else(|| "NA".into())
+}
+
+/// A program's version line (`nginx -v`, `node --version`...), from stdout or stderr, or NA.
+pub fn version_of(program: &str, flag: &str) -> String {
+    Command::new(program)
+        .arg(flag)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "NA".into())
 }
 
 impl Machine {
@@ -42,15 +127,18 @@ impl Machine {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0);
-        let git_rev = Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "NA".into());
+        let git_rev = match git(&["rev-parse", "--short", "HEAD"]).filter(|s| !s.is_empty()) {
+            Some(rev) => {
+                let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                    .is_some_and(|s| !s.is_empty());
+                if dirty {
+                    format!("{rev}+dirty")
+                } else {
+                    rev
+                }
+            }
+            None => "NA".into(),
+        };
         Machine {
             host,
             cpu_model,
@@ -128,5 +216,15 @@ mod tests {
         let m = Machine::describe();
         assert!(m.cores >= 1);
         assert!(!m.host.is_empty() && !m.kernel.is_empty());
+        assert!(build().contains("rustc"), "{}", build());
+    }
+
+    #[test]
+    fn steal_is_a_share_of_the_interval() {
+        assert_eq!(steal_pct(Some((1000, 10)), Some((1200, 20))), Some(5.0));
+        assert_eq!(steal_pct(Some((1000, 10)), Some((1000, 10))), None);
+        assert_eq!(steal_pct(None, Some((1, 1))), None);
+        let (total, steal) = cpu_jiffies().expect("/proc/stat is readable");
+        assert!(total > 0 && steal <= total);
     }
 }

@@ -45,6 +45,36 @@ impl<'de, T: std::str::FromStr> Deserialize<'de> for Na<T> {
     }
 }
 
+/// What became of a row: the one field a script checks before trusting the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Measured to the end, every request answered correctly.
+    Ok,
+    /// Measured to the end, but some requests failed (the `err_*` columns say how).
+    Errors,
+    /// Stopped early (interrupted, target gone, server died): the figures cover part of it.
+    Partial,
+    /// The server could not be measured or misbehaved around the measurement: it did not start,
+    /// failed the check, did not answer afterwards, or did not stop cleanly.
+    Failed,
+    /// Nothing to measure here: a peer that is not installed, a workload it cannot serve, a
+    /// kernel feature the machine refuses.
+    Unavailable,
+}
+
+impl Status {
+    /// True for rows that make a suite run fail (`failed`, `partial`).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Failed | Status::Partial)
+    }
+
+    /// True when the row has figures to report.
+    pub fn measured(self) -> bool {
+        matches!(self, Status::Ok | Status::Errors | Status::Partial)
+    }
+}
+
 /// One measured cell and repetition: the schema of every CSV and JSON result (see
 /// results/README.md for each column).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,8 +84,10 @@ pub struct ResultRow {
     pub run_id: String,
     /// When the row was measured (UTC, ISO 8601).
     pub time: String,
-    /// Short git revision of the working directory, or NA.
+    /// Short git revision of the working directory, `+dirty` when it had uncommitted changes, or NA.
     pub git_rev: String,
+    /// How bench-client was built: profile and rustc version.
+    pub build: String,
     /// Host name.
     pub host: String,
     /// CPU model name.
@@ -89,6 +121,12 @@ pub struct ResultRow {
     pub rate: Na<f64>,
     /// Repetition number of this cell, from 1.
     pub repetition: u32,
+    /// Seed of the run's random repetition order (suite), or NA.
+    pub seed: Na<u64>,
+    /// Core placement: `shared`, or `server=LIST,client=LIST`.
+    pub cpus: String,
+    /// What became of the row: ok, errors, partial, failed, unavailable.
+    pub status: Status,
     // Client side
     /// Measured wall time in seconds.
     pub elapsed_s: f64,
@@ -120,32 +158,60 @@ pub struct ResultRow {
     pub lat_p999_ms: Na<f64>,
     /// Largest latency in ms.
     pub lat_max_ms: Na<f64>,
+    /// Median latency in ms over every request that ended, failed ones included.
+    pub lat_all_p50_ms: Na<f64>,
+    /// 99th percentile latency in ms over every request that ended, failed ones included.
+    pub lat_all_p99_ms: Na<f64>,
     /// Median latency from the actual send time (differs in open loop).
     pub lat_p50_uncorrected_ms: Na<f64>,
     /// 99th percentile latency from the actual send time.
     pub lat_p99_uncorrected_ms: Na<f64>,
     /// Connections the client opened.
     pub connections: u64,
+    /// Open loop: requests the schedule had due before the end that were never sent.
+    pub not_sent: u64,
+    /// Requests still in flight when the run ended, neither answered nor failed.
+    pub abandoned: u64,
     /// Client CPU use as a percentage of its threads' capacity.
     pub client_cpu_pct: f64,
+    /// The client used at least 80 % of the cores it could use: the row's req/s and latency
+    /// may be the client's limit, not the server's.
+    pub client_bound: bool,
+    /// Steal time of the machine during the row, as a percentage of all CPU time (NA where
+    /// not measured).
+    pub steal_pct: Na<f64>,
     // Server side (filled by the suite runner)
-    /// Server user CPU seconds over its life for this row: start, check, warm-up, measurement, stop (reaped children included).
+    /// The server measured: a hash of its binary (`sha256:` and 12 hex digits) or a peer's
+    /// version; NA for `load`.
+    pub server_build: String,
+    /// Where the server costs below come from: `perf` (counters on the whole process tree) or
+    /// `proc` (/proc snapshots); NA when not measured. See docs/method.md.
+    pub cost_source: String,
+    /// Server CPU seconds inside the measured window, every thread and process of its tree.
+    pub server_cpu_s: Na<f64>,
+    /// The user part of `server_cpu_s` (the /proc tick split, scaled to it).
     pub server_cpu_user_s: Na<f64>,
-    /// Server system CPU seconds over the same life (reaped children included).
+    /// The system part of `server_cpu_s`.
     pub server_cpu_sys_s: Na<f64>,
-    /// Server voluntary context switches over the same life (all threads, reaped children included).
+    /// Context switches of the tree inside the window (perf: all; proc: its live threads').
+    pub server_ctx_switches: Na<u64>,
+    /// Voluntary context switches inside the window, of the threads alive at its end.
     pub server_ctx_voluntary: Na<u64>,
-    /// Server involuntary context switches over the same life.
+    /// Involuntary context switches inside the window, of the threads alive at its end.
     pub server_ctx_involuntary: Na<u64>,
-    /// Largest resident set of the server (of any one of its processes) in KiB.
+    /// Largest resident set of the whole tree (summed over its processes) seen in the window, KiB
+    /// (sampled every 25 ms).
     pub server_peak_rss_kb: Na<u64>,
     /// Most server threads seen at once during the measurement (all its processes; sampled every 25 ms).
     pub server_threads: Na<u64>,
     /// Most server processes seen at once during the measurement (sampled every 25 ms).
     pub server_processes: Na<u64>,
-    /// Requests the server answered in its life for this row (check, warm-up, measurement):
-    /// the server_* totals divided by it give the costs per request.
+    /// Requests answered inside the window (the load's, and the hostile clients' that were
+    /// answered): the window's costs divided by it give the costs per request.
     pub server_requests: Na<u64>,
+    /// CPU seconds of the server's whole life in this row (start-up, check, warm-up, window,
+    /// stop), from `wait4`: for comparison, not per request.
+    pub server_life_cpu_s: Na<f64>,
     /// The server answered a request after the measurement and exited cleanly on SIGTERM
     /// (suite only; NA for `load`).
     pub server_ok_after: Na<bool>,
@@ -177,6 +243,7 @@ impl ResultRow {
             run_id: "r".into(),
             time: "t".into(),
             git_rev: "g".into(),
+            build: "b".into(),
             host: "h".into(),
             cpu_model: "c".into(),
             cores: 2,
@@ -193,6 +260,9 @@ impl ResultRow {
             duration_s: Na(None),
             rate: Na(None),
             repetition: 1,
+            seed: Na(None),
+            cpus: "shared".into(),
+            status: Status::Ok,
             elapsed_s: 1.5,
             ok: 100,
             err_connect: 0,
@@ -208,18 +278,29 @@ impl ResultRow {
             lat_p99_ms: Na(Some(1.0)),
             lat_p999_ms: Na(Some(1.0)),
             lat_max_ms: Na(Some(1.0)),
+            lat_all_p50_ms: Na(Some(1.0)),
+            lat_all_p99_ms: Na(Some(1.0)),
             lat_p50_uncorrected_ms: Na(Some(1.0)),
             lat_p99_uncorrected_ms: Na(Some(1.0)),
             connections: 10,
+            not_sent: 0,
+            abandoned: 0,
             client_cpu_pct: 12.5,
+            client_bound: false,
+            steal_pct: Na(None),
+            server_build: "NA".into(),
+            cost_source: "NA".into(),
+            server_cpu_s: Na(None),
             server_cpu_user_s: Na(None),
             server_cpu_sys_s: Na(None),
+            server_ctx_switches: Na(None),
             server_ctx_voluntary: Na(None),
             server_ctx_involuntary: Na(None),
             server_peak_rss_kb: Na(None),
             server_threads: Na(None),
             server_processes: Na(None),
             server_requests: Na(None),
+            server_life_cpu_s: Na(None),
             server_ok_after: Na(None),
             partial: false,
             notes: String::new(),
@@ -314,6 +395,24 @@ pub fn append_csv(path: &Path, rows: &[ResultRow]) -> io::Result<()> {
     write_atomic(path, content.as_bytes())
 }
 
+/// Appends to `path` as [`append_csv`]; when that file holds another schema (an older
+/// bench-client wrote it), the rows go to a new file beside it named after `run_id` instead of
+/// being lost. Returns the file written.
+///
+/// # Errors
+/// I/O errors.
+pub fn append_csv_or_beside(path: &Path, rows: &[ResultRow], run_id: &str) -> io::Result<PathBuf> {
+    match append_csv(path, rows) {
+        Err(e) if e.to_string().contains("different header") => {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let beside = path.with_file_name(format!("{stem}-{run_id}.csv"));
+            append_csv(&beside, rows)?;
+            Ok(beside)
+        }
+        other => other.map(|()| path.to_path_buf()),
+    }
+}
+
 /// Reads every row of a results CSV.
 ///
 /// # Errors
@@ -368,6 +467,13 @@ pub fn summary(row: &ResultRow, target: &str, open_loop: bool, client_bound: boo
         row.elapsed_s, row.ok, row.connections
     );
     let _ = writeln!(s, "req/s     {:.1}", row.rps);
+    if row.not_sent + row.abandoned > 0 {
+        let _ = writeln!(
+            s,
+            "unsent    {} due and never sent, {} abandoned in flight at the end",
+            row.not_sent, row.abandoned
+        );
+    }
     let _ = writeln!(
         s,
         "latency   mean {}  p50 {}  p90 {}  p99 {}  p99.9 {}  max {} (ms)",
@@ -378,6 +484,14 @@ pub fn summary(row: &ResultRow, target: &str, open_loop: bool, client_bound: boo
         fmt_ms(row.lat_p999_ms),
         fmt_ms(row.lat_max_ms)
     );
+    if errors > 0 {
+        let _ = writeln!(
+            s,
+            "          (successes only; every request, failures included: p50 {}  p99 {})",
+            fmt_ms(row.lat_all_p50_ms),
+            fmt_ms(row.lat_all_p99_ms)
+        );
+    }
     if open_loop {
         let _ = writeln!(
             s,
@@ -406,7 +520,7 @@ pub fn summary(row: &ResultRow, target: &str, open_loop: bool, client_bound: boo
     if client_bound {
         let _ = writeln!(
             s,
-            "warning   client-bound: the client used over 80% of its threads' CPU, so these figures \
+            "warning   client-bound: the client used at least 80% of the cores it could use, so these figures \
              may measure the client; add threads (-t) or cores"
         );
     }
@@ -426,13 +540,16 @@ mod tests {
     fn header_is_stable() {
         assert_eq!(
             csv_header(),
-            "run_id,time,git_rev,host,cpu_model,cores,kernel,table,server,model_class,workload,\
-             protocol,conn_mode,concurrency,threads,requests,duration_s,rate,repetition,elapsed_s,ok,\
-             err_connect,err_reset,err_timeout,err_status,err_malformed,err_closed,rps,lat_mean_ms,\
-             lat_p50_ms,lat_p90_ms,lat_p99_ms,lat_p999_ms,lat_max_ms,lat_p50_uncorrected_ms,\
-             lat_p99_uncorrected_ms,connections,client_cpu_pct,server_cpu_user_s,server_cpu_sys_s,\
-             server_ctx_voluntary,server_ctx_involuntary,server_peak_rss_kb,server_threads,\
-             server_processes,server_requests,server_ok_after,partial,notes"
+            "run_id,time,git_rev,build,host,cpu_model,cores,kernel,table,server,model_class,\
+             workload,protocol,conn_mode,concurrency,threads,requests,duration_s,rate,repetition,\
+             seed,cpus,status,elapsed_s,ok,err_connect,err_reset,err_timeout,err_status,\
+             err_malformed,err_closed,rps,lat_mean_ms,lat_p50_ms,lat_p90_ms,lat_p99_ms,lat_p999_ms,\
+             lat_max_ms,lat_all_p50_ms,lat_all_p99_ms,lat_p50_uncorrected_ms,\
+             lat_p99_uncorrected_ms,connections,not_sent,abandoned,client_cpu_pct,client_bound,\
+             steal_pct,server_build,cost_source,server_cpu_s,server_cpu_user_s,server_cpu_sys_s,\
+             server_ctx_switches,server_ctx_voluntary,server_ctx_involuntary,server_peak_rss_kb,\
+             server_threads,server_processes,server_requests,server_life_cpu_s,server_ok_after,\
+             partial,notes"
         );
     }
 

@@ -204,6 +204,58 @@ fn open_loop_corrects_for_coordinated_omission() {
 }
 
 #[test]
+fn open_loop_counts_what_a_slow_server_kept_it_from_sending() {
+    for engine in ENGINES {
+        // One connection, 100 req/s for 1 s, against a server that takes 100 ms a request:
+        // about 10 are answered, the schedule's other ~90 are never sent, and the one in
+        // flight at the end is abandoned. Nothing vanishes uncounted.
+        let server = TestServer::start(Behaviour::Delay(Duration::from_millis(100)));
+        let spec = LoadSpec {
+            requests: None,
+            duration: Some(Duration::from_secs(1)),
+            rate: Some(100.0),
+            keep_alive: true,
+            ..spec(&server, 0, 1)
+        };
+        let result = run(&spec, engine);
+        let s = &result.stats;
+        let accounted = s.ok + s.errors.total() + s.not_sent + s.abandoned;
+        assert!(
+            (98..=101).contains(&accounted),
+            "{engine:?}: {} ok, {} errors, {} not sent, {} abandoned",
+            s.ok,
+            s.errors.total(),
+            s.not_sent,
+            s.abandoned
+        );
+        assert!(s.not_sent >= 80, "{engine:?}: {} not sent", s.not_sent);
+        assert!(s.abandoned <= 1, "{engine:?}");
+        let row = load::row(
+            &spec,
+            &result,
+            &load::Labels::default(),
+            &bench_client::meta::Machine::describe(),
+        );
+        assert!(
+            row.notes.contains("under 95% of --rate"),
+            "{engine:?}: {}",
+            row.notes
+        );
+    }
+}
+
+#[test]
+fn failed_requests_are_in_the_all_requests_latency_only() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Status500);
+        let result = run(&spec(&server, 20, 2), engine);
+        assert_eq!(result.stats.errors.status, 20, "{engine:?}");
+        assert!(result.stats.latency.is_empty(), "{engine:?}");
+        assert_eq!(result.stats.latency_all.len(), 20, "{engine:?}");
+    }
+}
+
+#[test]
 fn raw_protocol_reads_hello_until_close() {
     for engine in ENGINES {
         let server = TestServer::start(Behaviour::Raw);

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bench_client::output::{read_csv, ResultRow};
+use bench_client::output::{read_csv, ResultRow, Status};
 
 const MODELS: [&str; 7] = [
     "iterative",
@@ -93,7 +93,8 @@ fn tiny_preset_measures_every_model_and_writes_csv_and_markdown() {
                     "{model} {table}: {}",
                     row.notes
                 );
-                assert!(row.server_cpu_user_s.0.is_some() && row.server_requests.0.is_some());
+                assert!(row.server_cpu_s.0.is_some() && row.server_requests.0 == Some(expected));
+                assert_eq!(row.status, Status::Ok, "{model}: {}", row.notes);
                 assert!(row.server_processes.0.unwrap() >= 1, "{model}");
             }
         }
@@ -159,11 +160,13 @@ fn failing_check_is_reported_and_a_dying_server_gives_an_error_row() {
     let out = temp_dir("bad");
     let bins = misbehaving_servers();
     let (output, rows, markdown) = run_suite(&bins, &out, &["--servers", "iterative,epoll,tokio"]);
-    assert!(
-        output.status.success(),
-        "the run completes: {}",
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the run completes, and exits 1 because rows failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("rows failed or are partial"));
 
     let wrong: Vec<&ResultRow> = rows.iter().filter(|r| r.server == "epoll").collect();
     assert_eq!(wrong.len(), 2, "one row per cell, not repeated: {wrong:?}");
@@ -173,7 +176,7 @@ fn failing_check_is_reported_and_a_dying_server_gives_an_error_row() {
             "{}",
             row.notes
         );
-        assert_eq!(row.ok, 0);
+        assert_eq!((row.ok, row.status), (0, Status::Failed));
     }
     assert!(markdown.contains("epoll: not measured: failed the check"));
 
@@ -182,6 +185,7 @@ fn failing_check_is_reported_and_a_dying_server_gives_an_error_row() {
         .find(|r| r.server == "tokio" && r.table == "tiny-hello")
         .unwrap();
     assert!(died.partial, "{died:?}");
+    assert_eq!(died.status, Status::Partial);
     assert!(
         died.notes
             .contains("server died during the measurement (exit code 3)"),
@@ -202,11 +206,137 @@ fn failing_check_is_reported_and_a_dying_server_gives_an_error_row() {
     std::fs::remove_dir_all(&bins).unwrap();
 }
 
+/// One repetition of the tiny preset for one server, which must end with exit code 0.
+fn run_one_clean(bins: &Path, out: &Path, server: &str) -> Vec<ResultRow> {
+    let (output, rows, _) = run_suite(bins, out, &["--servers", server, "--reps", "1"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    rows
+}
+
+/// Writes an executable Python script named `name` into `dir`.
+fn script(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/usr/bin/env python3\n{body}")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn start_up_cpu_is_outside_the_measured_window() {
+    // "server-epoll" burns 0.6 s of CPU, then becomes the real epoll server.
+    let bins = temp_dir("burn-bins");
+    let real = bin_dir().join("server-epoll");
+    script(
+        &bins,
+        "server-epoll",
+        &format!(
+            "import os, sys, time\nend = time.process_time() + 0.6\n\
+             while time.process_time() < end:\n    pass\n\
+             os.execv({real:?}, [{real:?}] + sys.argv[1:])\n"
+        ),
+    );
+    let out = temp_dir("burn");
+    let rows = run_one_clean(&bins, &out, "epoll");
+    for row in &rows {
+        let window = row.server_cpu_s.0.expect("measured");
+        let life = row.server_life_cpu_s.0.expect("measured");
+        assert!(
+            life >= 0.55,
+            "{}: the start-up burn is in its life ({life} s)",
+            row.table
+        );
+        assert!(
+            window < 0.1,
+            "{}: {window} s of CPU in the window of {} requests: the start-up leaked in",
+            row.table,
+            row.ok
+        );
+        assert_ne!(row.cost_source, "NA");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&bins).unwrap();
+}
+
+#[test]
+fn children_born_and_reaped_inside_the_window_are_counted() {
+    // "server-fork" forks a child per connection that burns 30 ms of CPU, answers and exits;
+    // the parent reaps it before the next accept.
+    let bins = temp_dir("children-bins");
+    script(
+        &bins,
+        "server-fork",
+        "import os, signal, socket, time\n\
+         signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n\
+         s = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen(128)\n\
+         print(f'listening on 127.0.0.1:{s.getsockname()[1]}', flush=True)\n\
+         while True:\n    c, _ = s.accept()\n    pid = os.fork()\n    if pid == 0:\n\
+         \x20       end = time.process_time() + 0.03\n\
+         \x20       while time.process_time() < end:\n            pass\n\
+         \x20       c.sendall(b'HelloWorld\\n')\n        os._exit(0)\n\
+         \x20   c.close()\n    os.waitpid(pid, 0)\n",
+    );
+    let out = temp_dir("children");
+    let rows = run_one_clean(&bins, &out, "fork");
+    for row in &rows {
+        let window = row.server_cpu_s.0.expect("measured");
+        let expected = 0.03 * row.ok as f64;
+        assert!(
+            window >= 0.8 * expected,
+            "{}: {window} s of CPU for {} children of 30 ms each",
+            row.table,
+            row.ok
+        );
+        assert_eq!(row.status, Status::Ok, "{}", row.notes);
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&bins).unwrap();
+}
+
+#[test]
+fn rows_record_placement_seed_and_provenance() {
+    let out = temp_dir("provenance");
+    let (output, rows, markdown) = run_suite(
+        &bin_dir(),
+        &out,
+        &[
+            "--servers",
+            "epoll",
+            "--reps",
+            "1",
+            "--seed",
+            "42",
+            "--cpus",
+            "shared",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let row = &rows[0];
+    assert_eq!((row.seed.0, row.cpus.as_str()), (Some(42), "shared"));
+    assert!(
+        row.server_build.starts_with("sha256:"),
+        "{}",
+        row.server_build
+    );
+    assert!(row.build.contains("rustc"), "{}", row.build);
+    assert!(markdown.contains("seed 42") && markdown.contains("`shared`"));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 #[test]
 fn unknown_preset_or_server_is_a_usage_error() {
     for args in [
         &["suite", "--preset", "nope"][..],
         &["paper", "--servers", "apache"],
+        &["suite", "--preset", "tiny", "--cpus", "server=0,client=0"],
+        &["suite", "--preset", "tiny", "--cpus", "everywhere"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_bench-client"))
             .args(args)
@@ -214,6 +344,10 @@ fn unknown_preset_or_server_is_a_usage_error() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("known:"), "{stderr}");
+        assert!(
+            stderr.contains("known:") || stderr.contains("--cpus"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     }
 }

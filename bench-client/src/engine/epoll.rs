@@ -180,8 +180,23 @@ impl<'a> Engine<'a> {
             }
         }
         self.stats.ended = Some(Instant::now());
-        // Whatever is still in flight is abandoned (duration over, or stopped): not counted.
+        // Whatever is still in flight is abandoned (duration over, or stopped), and in open
+        // loop whatever the schedules still had due before the end was never sent: both are
+        // counted, not lost.
         for slot in &mut self.slots {
+            let in_flight = matches!(
+                slot.phase,
+                Phase::Connecting | Phase::Sending | Phase::Receiving
+            );
+            self.stats.abandoned += u64::from(in_flight);
+            if let (Some(interval), Some(end)) = (self.interval, self.shared.stop_at) {
+                let next = match slot.phase {
+                    Phase::Waiting => Some(slot.next_due),
+                    Phase::Done => None,
+                    _ => Some(slot.next_due + interval),
+                };
+                self.stats.not_sent += next.map_or(0, |n| super::unsent(n, interval, end));
+            }
             slot.stream = None;
         }
     }
@@ -265,6 +280,9 @@ impl<'a> Engine<'a> {
     fn start(&mut self, i: usize, scheduled: Instant, now: Instant) {
         loop {
             if !self.shared.claim(now) {
+                if let (Some(interval), Some(end)) = (self.interval, self.shared.stop_at) {
+                    self.stats.not_sent += super::unsent(scheduled, interval, end);
+                }
                 self.slots[i].phase = Phase::Done;
                 self.slots[i].stream = None;
                 return;
@@ -283,7 +301,7 @@ impl<'a> Engine<'a> {
                 Ok(()) => return,
                 Err(e) => {
                     self.in_flight -= 1;
-                    count_io_error(&mut self.stats, self.shared, false, &e);
+                    count_io_error(&mut self.stats, self.shared, false, &e, scheduled);
                     if self.interval.is_some() {
                         return self.next_request(i, now);
                     }
@@ -387,6 +405,7 @@ impl<'a> Engine<'a> {
                 Progress::Done { keep_alive } => return self.complete(i, keep_alive),
                 Progress::Failed(bad) => {
                     self.stats.errors.count_bad(bad);
+                    self.stats.record_failure(self.slots[i].scheduled);
                     self.shared.finished_one(false);
                     return self.recycle(i, false);
                 }
@@ -413,7 +432,8 @@ impl<'a> Engine<'a> {
 
     fn fail(&mut self, i: usize, e: &io::Error) {
         let connected = self.slots[i].connected;
-        count_io_error(&mut self.stats, self.shared, connected, e);
+        let scheduled = self.slots[i].scheduled;
+        count_io_error(&mut self.stats, self.shared, connected, e, scheduled);
         self.recycle(i, false);
     }
 
@@ -426,6 +446,7 @@ impl<'a> Engine<'a> {
             );
             if in_flight && now.saturating_duration_since(slot.started) >= self.spec.timeout {
                 self.stats.errors.timeout += 1;
+                self.stats.record_failure(slot.scheduled);
                 self.shared.finished_one(false);
                 self.recycle(i, false);
             }

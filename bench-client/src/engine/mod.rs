@@ -118,10 +118,23 @@ impl ErrorCounts {
     }
 }
 
-/// A new latency histogram: 1 µs to 60 s, 3 significant digits, values in µs. Its memory is
-/// fixed, whatever the number of requests.
+/// A new latency histogram: from 1 µs, 3 significant digits, values in µs. It grows to hold
+/// the longest latency recorded (no silent cap); its memory depends on that range, not on the
+/// number of requests.
 pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+    let mut h = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    h.auto(true);
+    h
+}
+
+/// Open loop: how many requests of a schedule (`next`, `next + interval`, ...) fall before
+/// `end`: those the run never got to send.
+pub fn unsent(next: Instant, interval: Duration, end: Instant) -> u64 {
+    if next >= end || interval.is_zero() {
+        return 0;
+    }
+    let span = (end - next).as_nanos();
+    span.div_ceil(interval.as_nanos()) as u64
 }
 
 /// What one thread measured.
@@ -130,6 +143,13 @@ pub struct ThreadStats {
     pub latency: Histogram<u64>,
     /// Latency from the moment the request was actually started.
     pub latency_uncorrected: Histogram<u64>,
+    /// Latency of every request that ended, failed ones included (to the moment it failed),
+    /// from its scheduled time.
+    pub latency_all: Histogram<u64>,
+    /// Open loop: requests the schedule had due before the end that were never sent.
+    pub not_sent: u64,
+    /// Requests in flight when the run ended (duration over, or stopped), counted nowhere else.
+    pub abandoned: u64,
     /// Whole, valid responses.
     pub ok: u64,
     /// Errors by kind.
@@ -147,6 +167,9 @@ impl ThreadStats {
         ThreadStats {
             latency: new_histogram(),
             latency_uncorrected: new_histogram(),
+            latency_all: new_histogram(),
+            not_sent: 0,
+            abandoned: 0,
             ok: 0,
             errors: ErrorCounts::default(),
             connections: 0,
@@ -157,9 +180,17 @@ impl ThreadStats {
 
     pub(crate) fn record_ok(&mut self, scheduled: Instant, started: Instant, now: Instant) {
         self.ok += 1;
-        self.latency.saturating_record(micros(now - scheduled));
-        self.latency_uncorrected
-            .saturating_record(micros(now - started));
+        record(&mut self.latency, micros(now - scheduled));
+        record(&mut self.latency_uncorrected, micros(now - started));
+        record(&mut self.latency_all, micros(now - scheduled));
+    }
+
+    /// A request that failed now (its error is counted by the caller).
+    pub(crate) fn record_failure(&mut self, scheduled: Instant) {
+        record(
+            &mut self.latency_all,
+            micros(Instant::now().saturating_duration_since(scheduled)),
+        );
     }
 
     /// Adds another thread's figures.
@@ -170,11 +201,23 @@ impl ThreadStats {
         self.latency_uncorrected
             .add(&other.latency_uncorrected)
             .expect("same histogram bounds");
+        self.latency_all
+            .add(&other.latency_all)
+            .expect("same histogram bounds");
+        self.not_sent += other.not_sent;
+        self.abandoned += other.abandoned;
         self.ok += other.ok;
         self.errors.add(&other.errors);
         self.connections += other.connections;
         self.ports_exhausted |= other.ports_exhausted;
         self.ended = self.ended.max(other.ended);
+    }
+}
+
+/// Records a latency, growing the histogram when it is the longest yet.
+pub fn record(h: &mut Histogram<u64>, micros: u64) {
+    if h.record(micros).is_err() {
+        h.saturating_record(micros);
     }
 }
 
@@ -268,8 +311,10 @@ pub(crate) fn count_io_error(
     shared: &Shared,
     connected: bool,
     e: &std::io::Error,
+    scheduled: Instant,
 ) {
     use std::io::ErrorKind::*;
+    stats.record_failure(scheduled);
     if !connected {
         stats.errors.connect += 1;
         if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
@@ -334,10 +379,10 @@ mod tests {
         let shared = Shared::new(&spec(1, 1), Instant::now());
         let mut stats = ThreadStats::new();
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        count_io_error(&mut stats, &shared, false, &refused);
+        count_io_error(&mut stats, &shared, false, &refused, Instant::now());
         assert!(!stats.ports_exhausted);
         let no_port = std::io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
-        count_io_error(&mut stats, &shared, false, &no_port);
+        count_io_error(&mut stats, &shared, false, &no_port, Instant::now());
         assert!(
             stats.ports_exhausted,
             "EADDRNOTAVAIL on connect means no local port was free"
@@ -347,16 +392,40 @@ mod tests {
             &shared,
             true,
             &std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            Instant::now(),
         );
         count_io_error(
             &mut stats,
             &shared,
             true,
             &std::io::Error::from(std::io::ErrorKind::TimedOut),
+            Instant::now(),
         );
         let e = stats.errors;
         assert_eq!((e.connect, e.reset, e.timeout, e.total()), (2, 1, 1, 4));
         assert_eq!(shared.finished.load(Ordering::Relaxed), 4);
+        assert_eq!(
+            stats.latency_all.len(),
+            4,
+            "failures are in the all-requests latency"
+        );
+    }
+
+    #[test]
+    fn the_unsent_backlog_counts_due_requests_before_the_end() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(unsent(t, ms(10), t + ms(100)), 10, "t, t+10, ..., t+90");
+        assert_eq!(unsent(t, ms(10), t + ms(95)), 10);
+        assert_eq!(unsent(t + ms(100), ms(10), t + ms(100)), 0);
+        assert_eq!(unsent(t, Duration::ZERO, t + ms(1)), 0);
+    }
+
+    #[test]
+    fn latencies_beyond_a_minute_are_kept() {
+        let mut h = new_histogram();
+        record(&mut h, 600_000_000);
+        assert!(h.max() >= 599_000_000, "no silent cap: {}", h.max());
     }
 
     #[test]

@@ -53,9 +53,15 @@ pub fn run_thread(
         ));
     }
     runtime.block_on(local);
+    // Timed like the epoll engine: the run ends with its last request, not with the runtime's
+    // teardown below.
+    let ended = Instant::now();
+    drop(runtime);
     let stats =
         Rc::try_unwrap(stats).map_err(|_| io::Error::other("tasks outlived the runtime"))?;
-    Ok(stats.into_inner())
+    let mut stats = stats.into_inner();
+    stats.ended = Some(ended);
+    Ok(stats)
 }
 
 async fn slot_task(
@@ -85,6 +91,9 @@ async fn slot_task(
         };
         let started = Instant::now();
         if !shared.claim(started) {
+            if let (Some(interval), Some(stop)) = (spec.interval(), shared.stop_at) {
+                stats.borrow_mut().not_sent += super::unsent(scheduled, interval, stop);
+            }
             return;
         }
         reader.reset();
@@ -99,7 +108,16 @@ async fn slot_task(
         );
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(spec.timeout, attempt) => outcome,
-            _ = sleep_until_end(end) => return, // duration over: in flight is not counted
+            _ = sleep_until_end(end) => {
+                // Duration over: this request is abandoned, and the schedule's remainder
+                // never sent; both are counted.
+                let mut stats = stats.borrow_mut();
+                stats.abandoned += 1;
+                if let (Some(interval), Some(stop)) = (spec.interval(), shared.stop_at) {
+                    stats.not_sent += super::unsent(due, interval, stop);
+                }
+                return;
+            }
         };
         let mut stats = stats.borrow_mut();
         match outcome {
@@ -111,16 +129,18 @@ async fn slot_task(
                 }
             }
             Ok(Err(Failure::Io { connected, error })) => {
-                count_io_error(&mut stats, &shared, connected, &error);
+                count_io_error(&mut stats, &shared, connected, &error, scheduled);
                 stream = None;
             }
             Ok(Err(Failure::Bad(bad))) => {
                 stats.errors.count_bad(bad);
+                stats.record_failure(scheduled);
                 shared.finished_one(false);
                 stream = None;
             }
             Err(_) => {
                 stats.errors.timeout += 1;
+                stats.record_failure(scheduled);
                 shared.finished_one(false);
                 stream = None;
             }

@@ -1,15 +1,18 @@
 //! The suite runner: every server of a preset, measured on identical terms.
 //!
 //! For each cell (a workload, protocol and load shape) and each repetition, every server is
-//! started afresh on port 0, checked (one request must get the right answer, or the server is
-//! reported and not measured), warmed up, measured with the load engine while its process
-//! tree is sampled, and stopped with SIGTERM; its exit must be clean, and `wait4` returns what
-//! it used (CPU, context switches, peak RSS), its reaped children included. Repetitions are
-//! interleaved (repetition 1 of every server, then repetition 2, ...), so a slow minute of the
-//! machine does not land on one server. A server that fails to start, fails the check or dies
-//! mid-cell gives an error row and the run goes on.
+//! started afresh on port 0 on its own cores ([`placement`]), checked (one request must get
+//! the right answer, or the server is reported and not measured), warmed up, measured with the
+//! load engine, and stopped with SIGTERM; its exit must be clean. Its costs (CPU, context
+//! switches, memory of its whole process tree) are those of the measured window only
+//! ([`cost`]). Repetitions are interleaved (repetition 1 of every server, then repetition 2,
+//! ...), each in a new random order from a recorded seed, so neither a slow minute of the
+//! machine nor a fixed neighbour lands on one server. A server that fails to start, fails the
+//! check or dies mid-cell gives a row with that status and the run goes on.
 
+pub mod cost;
 pub mod hostile;
+pub mod placement;
 pub mod report;
 pub mod server;
 
@@ -22,9 +25,10 @@ use serverkit::{Protocol, Workload};
 use crate::engine::DEFAULT_SPIN;
 use crate::load::{self, EngineKind, Labels, LoadResult};
 use crate::meta::{self, Machine};
-use crate::output::{self, Na, ResultRow};
-use crate::LoadSpec;
+use crate::output::{self, Na, ResultRow, Status};
+use crate::{stats, LoadSpec};
 use hostile::Adversary;
+use placement::Placement;
 use server::{Launch, Locations};
 
 /// One server of the comparison.
@@ -264,6 +268,10 @@ pub struct SuiteOptions {
     pub places: Locations,
     /// Extra flags for the archbench servers (not the reference servers).
     pub server_args: Vec<String>,
+    /// Which cores the servers and the client run on.
+    pub placement: Placement,
+    /// Seed of the repetition order and of the report's bootstrap.
+    pub seed: u64,
 }
 
 /// What a suite run produced.
@@ -279,9 +287,11 @@ pub struct SuiteRun {
 /// Runs the suite, printing a line per measurement through `log`.
 ///
 /// # Errors
-/// Only when results cannot be written; failures of servers become error rows.
+/// Only when results cannot be written or the client cannot be placed on its cores; failures
+/// of servers become rows with their status.
 pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRun> {
     let machine = Machine::describe();
+    opts.placement.pin_client().map_err(io::Error::from)?;
     let run_id = meta::new_run_id();
     let servers: Vec<ServerDef> = servers()
         .into_iter()
@@ -291,13 +301,21 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
                 .is_none_or(|only| only.iter().any(|o| o == s.name))
         })
         .collect();
+    let builds: Vec<String> = servers
+        .iter()
+        .map(|s| server::build_of(&s.launch, &opts.places))
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(opts.seed);
     let mut rows = Vec::new();
     for cell in &opts.preset.cells {
         log(&format!("== {} ({} repetitions)", cell.title, opts.reps));
-        let mut failed: Vec<&str> = Vec::new();
+        let mut given_up: Vec<&str> = Vec::new();
         for rep in 1..=opts.reps {
-            for def in &servers {
-                if failed.contains(&def.name) {
+            // A new random order every repetition: no server always runs first, or right
+            // after the most expensive one.
+            for i in stats::shuffled_order(servers.len(), &mut rng) {
+                let def = &servers[i];
+                if given_up.contains(&def.name) {
                     continue;
                 }
                 let labels = Labels {
@@ -308,24 +326,38 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
                     repetition: rep,
                     run_id: run_id.clone(),
                 };
-                let (row, measured) = measure(def, cell, opts, &labels, &machine);
-                if !measured {
-                    failed.push(def.name);
+                let mut row = measure(def, cell, opts, &labels, &machine);
+                row.seed = Na(Some(opts.seed));
+                row.cpus = opts.placement.label();
+                row.server_build = builds[i].clone();
+                if !row.status.measured() && row.server_cpu_s.0.is_none() {
+                    given_up.push(def.name);
                 }
                 log(&format!(
                     "{:<10} rep {rep}/{}: {}",
                     def.name,
                     opts.reps,
-                    if measured {
+                    if row.status.measured() {
                         format!(
-                            "{:.3} s, {:.0} req/s, {} errors{}",
+                            "{:.3} s, {:.0} req/s, {} errors, {:.1} us server CPU/req{}{}",
                             row.elapsed_s,
                             row.rps,
                             errors(&row),
-                            if row.partial { " (partial)" } else { "" }
+                            row.server_cpu_s.0.unwrap_or(f64::NAN) * 1e6
+                                / row.server_requests.0.unwrap_or(0).max(1) as f64,
+                            if row.client_bound {
+                                ", client-bound"
+                            } else {
+                                ""
+                            },
+                            if row.status == Status::Partial {
+                                " (partial)"
+                            } else {
+                                ""
+                            }
                         )
                     } else {
-                        row.notes.clone()
+                        format!("{:?}: {}", row.status, row.notes)
                     }
                 ));
                 rows.push(row);
@@ -336,10 +368,17 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
         .host
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
     let date = meta::now_iso8601()[..10].to_string();
-    let csv = opts.out_dir.join(format!("{date}-{host}.csv"));
-    output::append_csv(&csv, &rows)?;
+    let csv = output::append_csv_or_beside(
+        &opts.out_dir.join(format!("{date}-{host}.csv")),
+        &rows,
+        &run_id,
+    )?;
     let markdown = opts.out_dir.join("latest.md");
-    let text = report::markdown(opts, &machine, &rows);
+    let csv_name = csv
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = report::markdown(opts, &machine, &rows, &csv_name);
     output::write_atomic(&markdown, text.as_bytes())?;
     Ok(SuiteRun {
         rows,
@@ -357,15 +396,15 @@ fn errors(row: &ResultRow) -> u64 {
         + row.err_closed
 }
 
-/// Measures one server on one cell, once. Returns the row and whether it was measured (false:
-/// it could not start or failed the check, and is not tried again in this cell).
+/// Measures one server on one cell, once. A row that is neither measured nor has server
+/// costs (it could not start or failed the check) is not tried again in this cell.
 fn measure(
     def: &ServerDef,
     cell: &CellSpec,
     opts: &SuiteOptions,
     labels: &Labels,
     machine: &Machine,
-) -> (ResultRow, bool) {
+) -> ResultRow {
     let requests = cell.requests * opts.scale;
     let duration = cell.duration.map(|d| d * opts.scale as u32);
     let spec = LoadSpec {
@@ -388,16 +427,18 @@ fn measure(
         spin: DEFAULT_SPIN,
         source_addrs: 0,
     };
-    let not_measured = |reason: String| {
+    let not_measured = |status: Status, reason: String| {
         let empty = LoadResult {
             stats: crate::engine::ThreadStats::new(),
             elapsed: Duration::ZERO,
             client_cpu: Duration::ZERO,
-            partial: Some(reason.clone()),
+            partial: None,
         };
         let mut row = load::row(&spec, &empty, labels, machine);
+        row.status = status;
+        row.client_bound = false;
         row.notes = format!("not measured: {reason}");
-        (row, false)
+        row
     };
     let extra = &opts.server_args;
     let running = match server::start(
@@ -406,9 +447,11 @@ fn measure(
         cell.workload,
         cell.protocol,
         &opts.places,
+        &opts.placement,
     ) {
         Ok(r) => r,
-        Err(e) => return not_measured(e),
+        Err(e) if e.unavailable => return not_measured(Status::Unavailable, e.message),
+        Err(e) => return not_measured(Status::Failed, e.message),
     };
     let target = format!("{}", running.addr)
         .parse()
@@ -430,10 +473,13 @@ fn measure(
             Ok(r) => format!("{:?}", r.stats.errors).replace("ErrorCounts ", ""),
             Err(e) => e.to_string(),
         };
-        return not_measured(format!(
-            "failed the check (one request, expecting HelloWorld): {why}; {}",
-            exit.describe()
-        ));
+        return not_measured(
+            Status::Failed,
+            format!(
+                "failed the check (one request, expecting HelloWorld): {why}; {}",
+                exit.describe()
+            ),
+        );
     }
     // Warm-up, not measured: a tenth of the requests (duration cells: ten per connection).
     let warm_requests = if duration.is_some() {
@@ -446,22 +492,34 @@ fn measure(
         duration: None,
         ..spec.clone()
     };
-    let warmed = load::run(&warm, EngineKind::Epoll, false)
-        .map(|r| r.stats.ok)
-        .unwrap_or(0);
+    let _ = load::run(&warm, EngineKind::Epoll, false);
 
+    // The measured window: from just before the first measured request to just after the
+    // last answer. Nothing the server did before or after it is in the row's costs.
     let attack = hostile::start(cell.adversary, running.addr);
     let sampler = running.sample_tree();
+    let steal_before = meta::cpu_jiffies();
+    let tree_before = cost::sample_tree(running.pid(), true);
+    let counters_before = running.counters();
     let result = load::run(&spec, EngineKind::Epoll, false);
-    let (threads, processes) = sampler.finish();
+    let counters_after = running.counters();
+    let tree_after = cost::sample_tree(running.pid(), true);
+    let steal_after = meta::cpu_jiffies();
+    let peak = sampler.finish();
     let actions = attack.stop();
+    let window = cost::window(
+        &tree_before,
+        &tree_after,
+        counters_before.zip(counters_after),
+        cost::ticks_per_second(),
+    );
     // Still standing? One more request must be answered after the load (and the attack).
     let answered_after =
         matches!(load::run(&check, EngineKind::Epoll, false), Ok(r) if r.stats.ok == 1);
     let exit = running.stop();
     let result = match result {
         Ok(r) => r,
-        Err(e) => return not_measured(format!("load engine failed: {e}")),
+        Err(e) => return not_measured(Status::Failed, format!("load engine failed: {e}")),
     };
     let mut row = load::row(&spec, &result, labels, machine);
     let mut notes: Vec<String> = row
@@ -473,18 +531,27 @@ fn measure(
     if !extra.is_empty() && matches!(def.launch, Launch::Binary(_)) {
         notes.push(format!("server args: {}", extra.join(" ")));
     }
-    match cell.adversary {
-        Adversary::None => {}
-        Adversary::Slowloris(k) => notes.push(format!(
-            "adversary: {actions} of {k} slowloris connections opened and held"
-        )),
-        other => notes.push(format!("adversary: {} ({actions} sent)", other.label())),
-    }
+    // The hostile clients' requests that the server answered count as requests it served.
+    let adversary_requests = match cell.adversary {
+        Adversary::None => 0,
+        Adversary::Slowloris(k) => {
+            notes.push(format!(
+                "adversary: {actions} of {k} slowloris connections opened and held"
+            ));
+            0
+        }
+        other => {
+            notes.push(format!("adversary: {} ({actions} sent)", other.label()));
+            actions
+        }
+    };
     if !answered_after {
+        row.status = Status::Failed;
         notes.push("did not answer a request after the measurement".into());
     }
     if exit.died_early {
         row.partial = true;
+        row.status = Status::Partial;
         notes.insert(
             0,
             format!(
@@ -494,6 +561,7 @@ fn measure(
             ),
         );
     } else if !exit.clean() {
+        row.status = Status::Failed;
         notes.push(format!(
             "unclean stop: {}{}{}",
             exit.describe(),
@@ -505,19 +573,28 @@ fn measure(
             stderr_note(&exit)
         ));
     }
-    row.server_cpu_user_s = Na(Some(exit.cpu_user_s));
-    row.server_cpu_sys_s = Na(Some(exit.cpu_sys_s));
-    row.server_ctx_voluntary = Na(Some(exit.ctx_voluntary));
-    row.server_ctx_involuntary = Na(Some(exit.ctx_involuntary));
-    row.server_peak_rss_kb = Na(Some(exit.peak_rss_kb));
-    row.server_threads = Na(Some(threads));
-    row.server_processes = Na(Some(processes));
-    row.server_requests = Na(Some(
-        1 + warmed + result.stats.ok + u64::from(answered_after),
-    ));
+    row.steal_pct = Na(meta::steal_pct(steal_before, steal_after));
+    if row.steal_pct.0.is_some_and(|p| p > meta::HIGH_STEAL_PCT) {
+        notes.push(format!(
+            "high steal: {:.1}% of the machine's CPU went to other guests",
+            row.steal_pct.0.unwrap_or(0.0)
+        ));
+    }
+    row.cost_source = window.source.to_string();
+    row.server_cpu_s = Na(Some(window.cpu_s));
+    row.server_cpu_user_s = Na(window.user_s);
+    row.server_cpu_sys_s = Na(window.sys_s);
+    row.server_ctx_switches = Na(Some(window.switches));
+    row.server_ctx_voluntary = Na(Some(window.voluntary));
+    row.server_ctx_involuntary = Na(Some(window.involuntary));
+    row.server_peak_rss_kb = Na(Some(peak.rss_kb));
+    row.server_threads = Na(Some(peak.threads));
+    row.server_processes = Na(Some(peak.processes));
+    row.server_requests = Na(Some(result.stats.ok + adversary_requests));
+    row.server_life_cpu_s = Na(Some(exit.life_cpu_s));
     row.server_ok_after = Na(Some(answered_after && exit.clean()));
     row.notes = notes.join("; ");
-    (row, true)
+    row
 }
 
 fn stderr_note(exit: &server::Exit) -> String {

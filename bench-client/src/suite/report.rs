@@ -3,9 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use fastrand::Rng;
+
+use super::placement::Placement;
 use super::{CellSpec, SuiteOptions};
-use crate::meta::Machine;
-use crate::output::ResultRow;
+use crate::meta::{self, Machine};
+use crate::output::{ResultRow, Status};
+use crate::stats::{self, Estimate, Ranked};
 
 /// The paper's figures (bench-client/data/paper-tables.csv, source in data/README.md).
 pub const PAPER_TABLES: &str = include_str!("../../data/paper-tables.csv");
@@ -55,44 +59,48 @@ fn ours_for(paper_model: &str) -> Option<&'static str> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    })
-}
-
 /// Figures of one server in one cell, over its repetitions.
 struct Summary {
+    /// Rows with figures (the server was measured).
     measured: Vec<ResultRow>,
+    /// The first note worth showing.
     note: String,
+    /// Repetitions in all, and how many failed or stopped early.
+    reps: usize,
+    failures: usize,
 }
 
 impl Summary {
-    fn stat(&self, f: impl Fn(&ResultRow) -> Option<f64>) -> Option<f64> {
-        median(self.measured.iter().filter_map(&f).collect())
+    fn values(&self, f: impl Fn(&ResultRow) -> Option<f64>) -> Vec<f64> {
+        self.measured.iter().filter_map(f).collect()
     }
 
-    fn spread(&self, f: impl Fn(&ResultRow) -> f64) -> Option<(f64, f64)> {
-        let v: Vec<f64> = self.measured.iter().map(f).collect();
-        let min = v.iter().copied().reduce(f64::min)?;
-        let max = v.iter().copied().reduce(f64::max)?;
-        Some((min, max))
+    fn estimate(&self, f: impl Fn(&ResultRow) -> Option<f64>, rng: &mut Rng) -> Option<Estimate> {
+        stats::estimate(&self.values(f), rng)
     }
 
-    fn per_request(&self, f: impl Fn(&ResultRow) -> Option<f64>) -> Option<f64> {
-        self.stat(|r| Some(f(r)? / r.server_requests.0? as f64))
+    fn median(&self, f: impl Fn(&ResultRow) -> Option<f64>) -> Option<f64> {
+        stats::median(&self.values(f))
+    }
+
+    /// Client-bound in most repetitions.
+    fn client_bound(&self) -> bool {
+        let bound = self.measured.iter().filter(|r| r.client_bound).count();
+        !self.measured.is_empty() && 2 * bound > self.measured.len()
     }
 
     fn max_of(&self, f: impl Fn(&ResultRow) -> Option<u64>) -> Option<u64> {
         self.measured.iter().filter_map(f).max()
     }
+}
+
+/// Server CPU per request inside the window, in µs.
+fn cpu_us(r: &ResultRow) -> Option<f64> {
+    Some(r.server_cpu_s.0? * 1e6 / r.server_requests.0.filter(|&n| n > 0)? as f64)
+}
+
+fn switches_per_request(r: &ResultRow) -> Option<f64> {
+    Some(r.server_ctx_switches.0? as f64 / r.server_requests.0.filter(|&n| n > 0)? as f64)
 }
 
 fn summarize(rows: &[ResultRow], table: &str) -> Vec<(String, String, Summary)> {
@@ -108,21 +116,28 @@ fn summarize(rows: &[ResultRow], table: &str) -> Vec<(String, String, Summary)> 
                 Summary {
                     measured: Vec::new(),
                     note: String::new(),
+                    reps: 0,
+                    failures: 0,
                 },
             )
         });
-        if row.notes.starts_with("not measured") || row.partial {
-            if entry.1.note.is_empty() {
-                entry.1.note = row.notes.clone();
-            }
-            if row.notes.starts_with("not measured") {
-                continue;
-            }
-        } else if !row.notes.is_empty() && entry.1.note.is_empty() {
-            entry.1.note = row.notes.clone();
+        let sum = &mut entry.1;
+        sum.reps += 1;
+        if row.status.is_failure() {
+            sum.failures += 1;
         }
-        entry.1.measured.push(row.clone());
+        let first_problem = row.status != Status::Ok && sum.note.is_empty();
+        if (first_problem || (sum.note.is_empty() && !row.notes.is_empty()))
+            && !row.notes.is_empty()
+        {
+            sum.note = row.notes.clone();
+        }
+        if row.server_cpu_s.0.is_some() {
+            sum.measured.push(row.clone());
+        }
     }
+    let known: Vec<&str> = super::servers().iter().map(|d| d.name).collect();
+    order.sort_by_key(|name| known.iter().position(|k| k == name).unwrap_or(usize::MAX));
     order
         .into_iter()
         .filter_map(|name| by_server.remove(&name).map(|(class, s)| (name, class, s)))
@@ -133,36 +148,93 @@ fn f(v: Option<f64>, digits: usize) -> String {
     v.map_or("NA".into(), |v| format!("{v:.digits$}"))
 }
 
-fn costs(s: &Summary) -> [String; 5] {
-    let cpu_us = s
-        .per_request(|r| Some(r.server_cpu_user_s.0? + r.server_cpu_sys_s.0?))
-        .map(|v| v * 1e6);
-    let vol = s.per_request(|r| r.server_ctx_voluntary.0.map(|v| v as f64));
-    let invol = s.per_request(|r| r.server_ctx_involuntary.0.map(|v| v as f64));
-    let rss = s
+fn e(v: Option<Estimate>, digits: usize) -> String {
+    v.map_or("NA".into(), |v| v.show(digits))
+}
+
+/// The reference row for ratios of server CPU per request: the epoll server.
+const RATIO_BASE: &str = "epoll";
+
+/// The cost columns of a row: CPU per request with its interval, the ratio to the epoll
+/// server's, context switches per request, memory of the tree, threads and processes.
+fn costs(sum: &Summary, base: Option<&Summary>, rng: &mut Rng) -> [String; 5] {
+    let cpu = sum.estimate(cpu_us, rng);
+    let ratio = base.and_then(|b| stats::ratio(&sum.values(cpu_us), &b.values(cpu_us), rng));
+    let rss = sum
         .max_of(|r| r.server_peak_rss_kb.0)
         .map(|kb| kb as f64 / 1024.0);
     let tp = match (
-        s.max_of(|r| r.server_threads.0),
-        s.max_of(|r| r.server_processes.0),
+        sum.max_of(|r| r.server_threads.0),
+        sum.max_of(|r| r.server_processes.0),
     ) {
         (Some(t), Some(p)) => format!("{t} / {p}"),
         _ => "NA".into(),
     };
     [
-        f(cpu_us, 1),
-        format!("{} / {}", f(vol, 2), f(invol, 2)),
+        e(cpu, 1),
+        e(ratio, 2),
+        f(sum.median(switches_per_request), 2),
         f(rss, 1),
         tp,
-        String::new(),
     ]
 }
 
-const COST_HEAD: &str =
-    "server CPU us/req | ctx sw/req (vol / invol) | peak RSS MiB | threads / procs";
+const COST_HEAD: &str = "server CPU µs/req [95% CI] | CPU/req vs epoll | ctx sw/req | peak MiB (tree) | threads / procs";
 
-/// The report for a finished run.
-pub fn markdown(opts: &SuiteOptions, machine: &Machine, rows: &[ResultRow]) -> String {
+/// Marks for the last column: client-bound, failures, steal.
+fn flags(sum: &Summary) -> String {
+    let mut out: Vec<String> = Vec::new();
+    if sum.client_bound() {
+        out.push("‡ client-bound".into());
+    }
+    let errors = sum
+        .measured
+        .iter()
+        .filter(|r| r.status == Status::Errors)
+        .count();
+    if errors > 0 {
+        out.push(format!("errors in {errors}/{}", sum.reps));
+    }
+    if sum.failures > 0 {
+        out.push(format!("**failed {}/{}**", sum.failures, sum.reps));
+    }
+    if sum.measured.is_empty() {
+        let unavailable = sum.note.is_empty() || sum.failures == 0;
+        out.push(
+            if unavailable {
+                "not measured"
+            } else {
+                "**not measured**"
+            }
+            .into(),
+        );
+    }
+    let steal = sum
+        .measured
+        .iter()
+        .filter(|r| r.steal_pct.0.is_some_and(|p| p > meta::HIGH_STEAL_PCT))
+        .count();
+    if steal > 0 {
+        out.push(format!("high steal in {steal}"));
+    }
+    out.join(", ")
+}
+
+fn base_of(summaries: &[(String, String, Summary)]) -> Option<&Summary> {
+    summaries
+        .iter()
+        .find(|(n, _, s)| n == RATIO_BASE && !s.measured.is_empty())
+        .map(|(_, _, s)| s)
+}
+
+/// The report for a finished run; `csv_name` is the file its rows went to.
+pub fn markdown(
+    opts: &SuiteOptions,
+    machine: &Machine,
+    rows: &[ResultRow],
+    csv_name: &str,
+) -> String {
+    let mut rng = Rng::with_seed(opts.seed);
     let mut s = String::new();
     let paper = opts.preset.name == "paper";
     let title = if paper {
@@ -171,22 +243,69 @@ pub fn markdown(opts: &SuiteOptions, machine: &Machine, rows: &[ResultRow]) -> S
         format!("Suite: {}", opts.preset.name)
     };
     let _ = writeln!(s, "# {title}\n");
-    let when = rows.first().map(|r| r.time.as_str()).unwrap_or("NA");
-    let rev = rows.first().map(|r| r.git_rev.as_str()).unwrap_or("NA");
-    let _ =
-        writeln!(
+    let first = rows.first();
+    let when = first.map_or("NA", |r| r.time.as_str());
+    let rev = first.map_or("NA", |r| r.git_rev.as_str());
+    let build = first.map_or("NA", |r| r.build.as_str());
+    let mut sources: Vec<&str> = rows
+        .iter()
+        .map(|r| r.cost_source.as_str())
+        .filter(|c| *c != "NA")
+        .collect();
+    sources.sort_unstable();
+    sources.dedup();
+    let peers: Vec<String> = rows
+        .iter()
+        .filter(|r| (r.server == "node" || r.server == "nginx") && r.server_build != "NA")
+        .map(|r| format!("{} {}", r.server, r.server_build))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let _ = writeln!(
         s,
-        "Measured {when} on `{}` ({}, {} cores, Linux {}), git {rev}: {} repetitions per cell, \
-         request counts x{}, client and servers on the same machine over loopback. Generated \
-         by `bench-client {}`; the rows are in the CSV beside this file (columns: \
+        "Measured {when} on `{}` ({}, {} cores, Linux {}), git `{rev}`, bench-client {build}. \
+         Generated by `bench-client {}`; every row is in `{csv_name}` beside this file (columns: \
          results/README.md).\n",
         machine.host,
         machine.cpu_model,
         machine.cores,
         machine.kernel,
+        if paper {
+            "paper".to_string()
+        } else {
+            format!("suite --preset {}", opts.preset.name)
+        },
+    );
+    let placement = match &opts.placement {
+        Placement::Shared => "`shared`: client and servers share every core".to_string(),
+        split => format!(
+            "`{}`: each server on its own cores, the client (and any hostile clients) on the others",
+            split.label()
+        ),
+    };
+    let _ = writeln!(
+        s,
+        "- **Method:** {} repetitions per cell, each in a new random order (seed {}), request \
+         counts x{}. Cores: {placement}. Server costs cover the measured window only, the whole \
+         process tree (source: {}); see docs/method.md.\n\
+         - **Reading the tables:** a figure is the median of the repetitions with its 95 % \
+         bootstrap interval in brackets. ‡ marks a client-bound server (the client used at least \
+         80 % of its cores): its req/s and latency are the client's ceiling, so no ordering is \
+         claimed between two such rows; server CPU per request still separates them. `≈` means \
+         tied within noise (the intervals overlap).{}\n",
         opts.reps,
+        opts.seed,
         opts.scale,
-        if paper { "paper".to_string() } else { format!("suite --preset {}", opts.preset.name) },
+        if sources.is_empty() {
+            "none".to_string()
+        } else {
+            sources.join(", ")
+        },
+        if peers.is_empty() {
+            String::new()
+        } else {
+            format!("\n- **Peers:** {}.", peers.join("; "))
+        }
     );
     if !opts.server_args.is_empty() {
         let _ = writeln!(
@@ -199,11 +318,8 @@ pub fn markdown(opts: &SuiteOptions, machine: &Machine, rows: &[ResultRow]) -> S
         let _ = writeln!(
             s,
             "Each request is a new TCP connection; the server answers `HelloWorld\\n` and closes \
-             (the paper's protocol, `--protocol raw`); bench-client plays ab. Figures are medians \
-             over the repetitions, with the spread (min-max). Server costs are per request, \
-             from the server's `wait4` rusage (its reaped children included) over its whole \
-             life in a repetition. What agrees with the paper and what does not, and why: \
-             docs/reproducing-the-paper.md.\n"
+             (the paper's protocol, `--protocol raw`); bench-client plays ab. What agrees with \
+             the paper and what does not, and why: docs/reproducing-the-paper.md.\n"
         );
     }
     if opts.preset.name == "hostile" {
@@ -214,10 +330,11 @@ pub fn markdown(opts: &SuiteOptions, machine: &Machine, rows: &[ResultRow]) -> S
         let _ = writeln!(s, "## {}\n", cell.title);
         let requests = cell.requests * opts.scale;
         match cell.table {
-            "paper-1" if paper => paper_table_1(&mut s, &summaries, requests),
-            "paper-2" if paper => paper_table_2(&mut s, &summaries, cell, requests),
-            _ => generic_table(&mut s, &summaries),
+            "paper-1" if paper => paper_table_1(&mut s, &summaries, requests, &mut rng),
+            "paper-2" if paper => paper_table_2(&mut s, &summaries, cell, requests, &mut rng),
+            _ => generic_table(&mut s, &summaries, &mut rng),
         }
+        cost_ranking(&mut s, &summaries, &mut rng);
         let notes: Vec<String> = summaries
             .iter()
             .filter(|(_, _, sum)| !sum.note.is_empty())
@@ -231,30 +348,56 @@ pub fn markdown(opts: &SuiteOptions, machine: &Machine, rows: &[ResultRow]) -> S
     s
 }
 
-fn generic_table(s: &mut String, summaries: &[(String, String, Summary)]) {
-    let _ = writeln!(
-        s,
-        "| server | model | req/s (min-max) | total s | p50 ms | p99 ms | errors | {COST_HEAD} |"
-    );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    for (name, class, sum) in summaries {
-        let spread = sum
-            .spread(|r| r.rps)
-            .map_or("".into(), |(a, b)| format!(" ({a:.0}-{b:.0})"));
-        let errors = sum.stat(|r| Some(super::errors(r) as f64));
-        let c = costs(sum);
+/// Every measured server ordered by CPU per request, cheapest first, ties marked.
+fn cost_ranking(s: &mut String, summaries: &[(String, String, Summary)], rng: &mut Rng) {
+    let mut items: Vec<Ranked> = summaries
+        .iter()
+        .filter_map(|(name, _, sum)| {
+            Some(Ranked {
+                name: name.clone(),
+                estimate: sum.estimate(cpu_us, rng)?,
+                limited: false,
+            })
+        })
+        .collect();
+    if items.len() > 1 {
         let _ = writeln!(
             s,
-            "| {name} | {class} | {}{spread} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            f(sum.stat(|r| Some(r.rps)), 0),
-            f(sum.stat(|r| Some(r.elapsed_s)), 3),
-            f(sum.stat(|r| r.lat_p50_ms.0), 3),
-            f(sum.stat(|r| r.lat_p99_ms.0), 3),
+            "\nServer CPU per request, cheapest first: {}.",
+            stats::ranking(&mut items, false)
+        );
+    }
+}
+
+fn generic_table(s: &mut String, summaries: &[(String, String, Summary)], rng: &mut Rng) {
+    let _ = writeln!(
+        s,
+        "| server | model | req/s [95% CI] | p50 ms | p99 ms | errors | {COST_HEAD} | client CPU % | flags |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"
+    );
+    let base = base_of(summaries);
+    for (name, class, sum) in summaries {
+        let rps = sum.estimate(|r| Some(r.rps), rng);
+        let errors = sum.median(|r| Some(super::errors(r) as f64));
+        let c = costs(sum, base, rng);
+        let bound = if sum.client_bound() { " ‡" } else { "" };
+        let _ = writeln!(
+            s,
+            "| {name} | {class} | {}{bound} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            e(rps, 0),
+            f(sum.median(|r| r.lat_p50_ms.0), 3),
+            f(sum.median(|r| r.lat_p99_ms.0), 3),
             f(errors, 0),
             c[0],
             c[1],
             c[2],
-            c[3]
+            c[3],
+            c[4],
+            f(sum.median(|r| Some(r.client_cpu_pct)), 0),
+            flags(sum)
         );
     }
 }
@@ -274,7 +417,7 @@ fn hostile_summary(s: &mut String, opts: &SuiteOptions, rows: &[ResultRow]) {
     let _ = writeln!(s, "|---|---:|{}", "---|".repeat(heads.len()));
     let clean = summarize(rows, cells[0].table);
     for (name, _, sum) in &clean {
-        let base = sum.stat(|r| Some(r.rps));
+        let base = sum.median(|r| Some(r.rps));
         let mut line = format!("| {name} | {} |", f(base, 0));
         for cell in cells.iter().skip(1) {
             let cell_rows = summarize(rows, cell.table);
@@ -282,11 +425,11 @@ fn hostile_summary(s: &mut String, opts: &SuiteOptions, rows: &[ResultRow]) {
                 line.push_str(" NA |");
                 continue;
             };
-            let kept = match (other.stat(|r| Some(r.rps)), base) {
+            let kept = match (other.median(|r| Some(r.rps)), base) {
                 (Some(r), Some(b)) if b > 0.0 => format!("{:.0}%", 100.0 * r / b),
                 _ => "NA".into(),
             };
-            let errors = other.stat(|r| Some(super::errors(r) as f64));
+            let errors = other.median(|r| Some(super::errors(r) as f64));
             let standing = rows
                 .iter()
                 .filter(|r| r.table == cell.table && &r.server == name)
@@ -297,7 +440,6 @@ fn hostile_summary(s: &mut String, opts: &SuiteOptions, rows: &[ResultRow]) {
                 f(errors, 0),
                 if standing { "ok" } else { "**down**" }
             );
-            let _ = cell_rows;
         }
         let _ = writeln!(s, "{line}");
     }
@@ -310,37 +452,46 @@ fn paper_for(table: u32, ours: &str) -> Option<PaperRow> {
         .find(|p| p.table == table && ours_for(&p.model) == Some(ours))
 }
 
-fn paper_table_1(s: &mut String, summaries: &[(String, String, Summary)], requests: u64) {
+fn paper_table_1(
+    s: &mut String,
+    summaries: &[(String, String, Summary)],
+    requests: u64,
+    rng: &mut Rng,
+) {
     let _ = writeln!(
         s,
-        "| server | model | paper total s | paper req/s | total s (min-max) | req/s | x paper req/s | {COST_HEAD} |"
+        "| server | model | paper total s | paper req/s | total s [95% CI] | req/s [95% CI] | x paper req/s | {COST_HEAD} | flags |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    );
+    let base = base_of(summaries);
     for (name, class, sum) in summaries {
         let p = paper_for(1, name);
-        let rps = sum.stat(|r| Some(r.rps));
-        let total = sum.stat(|r| Some(r.elapsed_s));
-        let spread = sum
-            .spread(|r| r.elapsed_s)
-            .map_or("".into(), |(a, b)| format!(" ({a:.3}-{b:.3})"));
+        let rps = sum.estimate(|r| Some(r.rps), rng);
+        let total = sum.estimate(|r| Some(r.elapsed_s), rng);
         let ratio = match (&p, rps) {
-            (Some(p), Some(r)) => format!("{:.1}", r / p.requests_per_s),
+            (Some(p), Some(r)) => format!("{:.1}", r.median / p.requests_per_s),
             _ => "-".into(),
         };
-        let c = costs(sum);
+        let c = costs(sum, base, rng);
+        let bound = if sum.client_bound() { " ‡" } else { "" };
         let _ = writeln!(
             s,
-            "| {name} | {class} | {} | {} | {}{spread} | {} | {ratio} | {} | {} | {} | {} |",
+            "| {name} | {class} | {} | {} | {} | {}{bound} | {ratio} | {} | {} | {} | {} | {} | {} |",
             p.as_ref()
                 .map_or("-".into(), |p| format!("{:.3}", p.total_s)),
             p.as_ref()
                 .map_or("-".into(), |p| format!("{:.0}", p.requests_per_s)),
-            f(total, 3),
-            f(rps, 0),
+            e(total, 3),
+            e(rps, 0),
             c[0],
             c[1],
             c[2],
-            c[3]
+            c[3],
+            c[4],
+            flags(sum)
         );
     }
     let _ = writeln!(s, "\nEach repetition sends {requests} requests.");
@@ -348,9 +499,10 @@ fn paper_table_1(s: &mut String, summaries: &[(String, String, Summary)], reques
         s,
         summaries,
         1,
-        |sum| sum.stat(|r| Some(r.rps)),
+        |sum, rng| sum.estimate(|r| Some(r.rps), rng),
         true,
         "req/s, highest first",
+        rng,
     );
 }
 
@@ -359,79 +511,82 @@ fn paper_table_2(
     summaries: &[(String, String, Summary)],
     cell: &CellSpec,
     requests: u64,
+    rng: &mut Rng,
 ) {
     let serverkit::Workload::Delay(delay) = cell.workload else {
-        return generic_table(s, summaries);
+        return generic_table(s, summaries, rng);
     };
     let rounds = requests.div_ceil(cell.concurrency as u64) as f64;
     let ideal_concurrent = rounds * delay.as_secs_f64();
     let ideal_iterative = requests as f64 * delay.as_secs_f64();
     let _ = writeln!(
         s,
-        "| server | model | paper total s | paper ms/req | total s (min-max) | x ideal | within 1.01 x | mean ms/req | {COST_HEAD} |"
+        "| server | model | paper total s | paper ms/req | total s [95% CI] | x ideal | within 1.01 x | mean ms/req | {COST_HEAD} | flags |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---|"
     );
-    let _ = writeln!(s, "| ideal, concurrent | {} / {} x {:.0} ms | 2.0 | | {ideal_concurrent:.3} | 1.000 | | | | | | |", requests, cell.concurrency, delay.as_secs_f64() * 1e3);
+    let _ = writeln!(s, "| ideal, concurrent | {} / {} x {:.0} ms | 2.0 | | {ideal_concurrent:.3} | 1.000 | | | | | | | | |", requests, cell.concurrency, delay.as_secs_f64() * 1e3);
     let _ = writeln!(
         s,
-        "| ideal, iterative | {} x {:.0} ms | 10.0 | | {ideal_iterative:.3} | 1.000 | | | | | | |",
+        "| ideal, iterative | {} x {:.0} ms | 10.0 | | {ideal_iterative:.3} | 1.000 | | | | | | | | |",
         requests,
         delay.as_secs_f64() * 1e3
     );
+    let base = base_of(summaries);
     for (name, class, sum) in summaries {
         let p = paper_for(2, name);
-        let total = sum.stat(|r| Some(r.elapsed_s));
-        let spread = sum
-            .spread(|r| r.elapsed_s)
-            .map_or("".into(), |(a, b)| format!(" ({a:.3}-{b:.3})"));
+        let total = sum.estimate(|r| Some(r.elapsed_s), rng);
         let ideal = if name == "iterative" {
             ideal_iterative
         } else {
             ideal_concurrent
         };
-        let x = total.map(|t| t / ideal);
+        let x = total.map(|t| t.median / ideal);
         let within = match x {
             Some(x) if x <= 1.01 => "yes",
             Some(_) => "**no**",
             None => "NA",
         };
-        let c = costs(sum);
-        let _ =
-            writeln!(
+        let c = costs(sum, base, rng);
+        let _ = writeln!(
             s,
-            "| {name} | {class} | {} | {} | {}{spread} | {} | {within} | {} | {} | {} | {} | {} |",
+            "| {name} | {class} | {} | {} | {} | {} | {within} | {} | {} | {} | {} | {} | {} | {} |",
             p.as_ref().map_or("-".into(), |p| format!("{:.3}", p.total_s)),
             p.as_ref().and_then(|p| p.ms_per_request).map_or("-".into(), |m| format!("{m:.1}")),
-            f(total, 3),
+            e(total, 3),
             f(x, 3),
-            f(sum.stat(|r| r.lat_mean_ms.0), 1),
+            f(sum.median(|r| r.lat_mean_ms.0), 1),
             c[0],
             c[1],
             c[2],
-            c[3]
+            c[3],
+            c[4],
+            flags(sum)
         );
     }
     ordering_note(
         s,
         summaries,
         2,
-        |sum| sum.stat(|r| Some(r.elapsed_s)),
+        |sum, rng| sum.estimate(|r| Some(r.elapsed_s), rng),
         false,
         "total time, shortest first",
+        rng,
     );
 }
 
-/// States the paper's ordering of its four servers and ours, and says whether they differ.
+/// States the paper's ordering of its four servers and ours (with ties), and says whether
+/// the measurement contradicts the paper: only intervals that separate can.
 fn ordering_note(
     s: &mut String,
     summaries: &[(String, String, Summary)],
     table: u32,
-    figure: impl Fn(&Summary) -> Option<f64>,
+    figure: impl Fn(&Summary, &mut Rng) -> Option<Estimate>,
     descending: bool,
     what: &str,
+    rng: &mut Rng,
 ) {
     let mut paper: Vec<(String, f64)> = paper_rows()
         .into_iter()
@@ -447,49 +602,49 @@ fn ordering_note(
             ))
         })
         .collect();
-    let mut ours: Vec<(String, f64)> = paper
+    paper.sort_by(|a, b| {
+        if descending {
+            b.1.total_cmp(&a.1)
+        } else {
+            a.1.total_cmp(&b.1)
+        }
+    });
+    let mut ours: Vec<Ranked> = paper
         .iter()
         .filter_map(|(name, _)| {
             let (_, _, sum) = summaries.iter().find(|(n, _, _)| n == name)?;
-            Some((name.clone(), figure(sum)?))
+            Some(Ranked {
+                name: name.clone(),
+                estimate: figure(sum, rng)?,
+                // Table 1's req/s of a client-bound row is the client's figure.
+                limited: table == 1 && sum.client_bound(),
+            })
         })
         .collect();
-    let sort = |v: &mut Vec<(String, f64)>| {
-        v.sort_by(|a, b| {
-            if descending {
-                b.1.total_cmp(&a.1)
-            } else {
-                a.1.total_cmp(&b.1)
-            }
-        });
-    };
-    sort(&mut paper);
-    sort(&mut ours);
     let separator = if descending { " > " } else { " < " };
-    let names = |v: &[(String, f64)]| {
-        v.iter()
-            .map(|(n, _)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(separator)
-    };
+    let paper_names: Vec<String> = paper.iter().map(|(n, _)| n.clone()).collect();
     if ours.len() < paper.len() {
         let _ = writeln!(
             s,
             "\nOrdering ({what}): not all of the paper's servers were measured here."
         );
-    } else if names(&ours) == names(&paper) {
+        return;
+    }
+    let consistent = stats::consistent_with(&paper_names, &ours, descending);
+    let here = stats::ranking(&mut ours, descending);
+    if consistent {
         let _ = writeln!(
             s,
-            "\nOrdering ({what}) agrees with the paper: {}.",
-            names(&ours)
+            "\nOrdering ({what}): the paper's is {}; here {here}, which does not contradict it \
+             (only intervals that separate, between rows not both client-bound, count).",
+            paper_names.join(separator)
         );
     } else {
         let _ = writeln!(
             s,
-            "\n**Ordering ({what}) differs from the paper's.** Paper: {}. Here: {}. \
-             docs/reproducing-the-paper.md discusses why.",
-            names(&paper),
-            names(&ours)
+            "\n**Ordering ({what}) differs from the paper's.** Paper: {}. Here: {here} (the \
+             intervals separate). docs/reproducing-the-paper.md discusses why.",
+            paper_names.join(separator)
         );
     }
 }
@@ -511,12 +666,5 @@ mod tests {
             (t2_iter.total_s, t2_iter.ms_per_request),
             (10.461, Some(104.606))
         );
-    }
-
-    #[test]
-    fn medians_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(vec![]), None);
     }
 }

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use serverkit::{Protocol, Workload};
 
+use super::cost::{self, CounterValues, Counters, Handover};
+use super::placement::Placement;
+use crate::meta;
+
 /// How long a server may take to accept connections after it was started.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server may take to exit after SIGTERM before it is killed.
@@ -58,9 +62,49 @@ impl Locations {
     }
 }
 
+/// Why a server was not started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotStarted {
+    /// In words.
+    pub message: String,
+    /// Nothing is wrong with the suite or the server: a peer is not installed, cannot serve the
+    /// workload, or the machine refuses what the server needs (it said `unavailable:` on stderr).
+    pub unavailable: bool,
+}
+
+impl NotStarted {
+    fn failed(message: impl Into<String>) -> NotStarted {
+        NotStarted {
+            message: message.into(),
+            unavailable: false,
+        }
+    }
+
+    fn unavailable(message: impl Into<String>) -> NotStarted {
+        NotStarted {
+            message: message.into(),
+            unavailable: true,
+        }
+    }
+}
+
+/// What the row says of the server measured: a hash of its binary, or a peer's version.
+pub fn build_of(launch: &Launch, places: &Locations) -> String {
+    match launch {
+        Launch::Binary(bin) => meta::file_hash(&places.bin_dir.join(bin)),
+        Launch::Node => meta::version_of("node", "--version"),
+        Launch::Nginx => which("nginx").map_or("NA".into(), |nginx| {
+            meta::version_of(nginx.to_str().unwrap_or("nginx"), "-v")
+                .trim_start_matches("nginx version: ")
+                .to_string()
+        }),
+    }
+}
+
 /// A running server.
 pub struct Running {
     child: Child,
+    counters: Option<Counters>,
     /// Where it accepts.
     pub addr: SocketAddr,
     nginx_dir: Option<PathBuf>,
@@ -79,16 +123,9 @@ pub struct Exit {
     pub died_early: bool,
     /// It did not stop within [`STOP_TIMEOUT`] and was killed.
     pub killed: bool,
-    /// User CPU seconds (its own and its reaped children's).
-    pub cpu_user_s: f64,
-    /// System CPU seconds (its own and its reaped children's).
-    pub cpu_sys_s: f64,
-    /// Voluntary context switches.
-    pub ctx_voluntary: u64,
-    /// Involuntary context switches.
-    pub ctx_involuntary: u64,
-    /// Largest resident set (KiB) of the server or any one reaped child.
-    pub peak_rss_kb: u64,
+    /// CPU seconds of its whole life, user and system (its own and its reaped children's),
+    /// from `wait4`.
+    pub life_cpu_s: f64,
     /// Last lines it wrote on stderr.
     pub stderr_tail: String,
 }
@@ -123,13 +160,15 @@ pub fn start(
     workload: Workload,
     protocol: Protocol,
     places: &Locations,
-) -> Result<Running, String> {
+    placement: &Placement,
+) -> Result<Running, NotStarted> {
     let stderr_path = std::env::temp_dir().join(format!(
         "archbench-server-{}-{}.err",
         std::process::id(),
         NEXT_ID.fetch_add(1, Ordering::Relaxed)
     ));
-    let stderr = fs::File::create(&stderr_path).map_err(|e| format!("temp file: {e}"))?;
+    let stderr = fs::File::create(&stderr_path)
+        .map_err(|e| NotStarted::failed(format!("temp file: {e}")))?;
     let protocol_name = match protocol {
         Protocol::Http => "http",
         Protocol::Raw => "raw",
@@ -147,10 +186,10 @@ pub fn start(
         Launch::Binary(bin) => {
             let path = places.bin_dir.join(bin);
             if !path.is_file() {
-                return Err(format!(
+                return Err(NotStarted::failed(format!(
                     "{} not found (build the workspace: cargo build --release --workspace)",
                     path.display()
-                ));
+                )));
             }
             let mut c = Command::new(path);
             c.args(&contract_args).args(extra_args);
@@ -162,16 +201,19 @@ pub fn start(
                 .as_ref()
                 .map(|r| r.join("scripts/node/server.js"))
                 .filter(|p| p.is_file())
-                .ok_or("scripts/node/server.js not found (run from the repository)")?;
+                .ok_or_else(|| {
+                    NotStarted::failed("scripts/node/server.js not found (run from the repository)")
+                })?;
             if which("node").is_none() {
-                return Err("node is not installed".into());
+                return Err(NotStarted::unavailable("node is not installed"));
             }
             let mut c = Command::new("node");
             c.arg(script).args(&contract_args);
             (c, None)
         }
         Launch::Nginx => {
-            let (c, dir, addr) = nginx_command(workload, protocol)?;
+            let (c, dir, addr) =
+                nginx_command(workload, protocol).map_err(NotStarted::unavailable)?;
             (c, Some((dir, addr)))
         }
     };
@@ -179,7 +221,29 @@ pub fn start(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr);
-    let mut child = command.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    // Between fork and exec: the server's cores, and perf counters on its tree-to-be.
+    let handover = Handover::new().ok();
+    let child_end = handover.as_ref().map(Handover::child_fd);
+    let server_set = placement.server_set();
+    // SAFETY: the hook only makes async-signal-safe system calls (sched_setaffinity,
+    // perf_event_open, sendmsg, close) on values prepared before the fork.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(move || {
+            if let Some(set) = &server_set {
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
+                    .map_err(std::io::Error::from)?;
+            }
+            if let Some(fd) = child_end {
+                cost::open_and_send(fd);
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| NotStarted::failed(format!("cannot start: {e}")))?;
+    let counters = handover.and_then(Handover::receive);
     let graceful = if nginx.is_some() {
         libc::SIGQUIT
     } else {
@@ -193,6 +257,7 @@ pub fn start(
     match ready {
         Ok(addr) => Ok(Running {
             child,
+            counters,
             addr,
             nginx_dir,
             stderr_path,
@@ -206,10 +271,15 @@ pub fn start(
             if let Some(dir) = nginx_dir {
                 let _ = fs::remove_dir_all(dir);
             }
-            Err(if tail.is_empty() {
+            let unavailable = tail.contains("unavailable:");
+            let message = if tail.is_empty() {
                 e
             } else {
                 format!("{e}; stderr: {tail}")
+            };
+            Err(NotStarted {
+                message,
+                unavailable,
             })
         }
     }
@@ -299,25 +369,32 @@ impl Running {
         self.child.id()
     }
 
-    /// Samples the server's threads and processes (its whole process tree) every 25 ms until
-    /// the returned sampler is stopped; keeps the largest counts seen.
+    /// Samples the server's process tree every 25 ms until the returned sampler is stopped;
+    /// keeps the most threads and processes seen at once, and the largest resident set summed
+    /// over the tree.
     pub fn sample_tree(&self) -> Sampler {
         let pid = self.pid();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
-            let (mut threads, mut processes) = (0u64, 0u64);
+            let mut peak = Peak::default();
             loop {
-                let (t, p) = count_tree(pid);
-                threads = threads.max(t);
-                processes = processes.max(p);
+                let s = cost::sample_tree(pid, false);
+                peak.threads = peak.threads.max(s.threads);
+                peak.processes = peak.processes.max(s.processes);
+                peak.rss_kb = peak.rss_kb.max(s.rss_kb);
                 if flag.load(Ordering::Relaxed) {
-                    return (threads, processes);
+                    return peak;
                 }
                 std::thread::sleep(Duration::from_millis(25));
             }
         });
         Sampler { stop, handle }
+    }
+
+    /// The perf counters on the server's tree, read now (`None` where perf was refused).
+    pub fn counters(&self) -> Option<CounterValues> {
+        self.counters.as_ref()?.read()
     }
 
     /// Stops the server (SIGTERM; nginx: SIGQUIT, its graceful stop), waits for it, and reads
@@ -349,11 +426,10 @@ impl Running {
             } else if libc::WIFSIGNALED(status) {
                 exit.signal = Some(libc::WTERMSIG(status));
             }
-            exit.cpu_user_s = usage.ru_utime.tv_sec as f64 + usage.ru_utime.tv_usec as f64 / 1e6;
-            exit.cpu_sys_s = usage.ru_stime.tv_sec as f64 + usage.ru_stime.tv_usec as f64 / 1e6;
-            exit.ctx_voluntary = usage.ru_nvcsw as u64;
-            exit.ctx_involuntary = usage.ru_nivcsw as u64;
-            exit.peak_rss_kb = usage.ru_maxrss as u64;
+            exit.life_cpu_s = usage.ru_utime.tv_sec as f64
+                + usage.ru_utime.tv_usec as f64 / 1e6
+                + usage.ru_stime.tv_sec as f64
+                + usage.ru_stime.tv_usec as f64 / 1e6;
         }
         exit.stderr_tail = tail_of(&self.stderr_path);
         let _ = fs::remove_file(&self.stderr_path);
@@ -383,40 +459,27 @@ fn wait4(pid: libc::pid_t, flags: libc::c_int) -> Option<(libc::c_int, libc::rus
     }
 }
 
-/// Threads and processes in the tree rooted at `pid`, from /proc.
-fn count_tree(pid: u32) -> (u64, u64) {
-    let mut threads = 0;
-    let mut processes = 0;
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        processes += 1;
-        for task in tasks.flatten() {
-            threads += 1;
-            if let Ok(children) = fs::read_to_string(task.path().join("children")) {
-                stack.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-    }
-    (threads, processes)
+/// The most a sampler saw at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peak {
+    /// Threads of the tree.
+    pub threads: u64,
+    /// Processes of the tree.
+    pub processes: u64,
+    /// Resident set summed over the tree's processes, KiB.
+    pub rss_kb: u64,
 }
 
 /// Watches a server's process tree during a measurement.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<(u64, u64)>,
+    handle: JoinHandle<Peak>,
 }
 
 impl Sampler {
-    /// Stops sampling; returns the most threads and processes seen at once.
-    pub fn finish(self) -> (u64, u64) {
+    /// Stops sampling; returns the most seen at once.
+    pub fn finish(self) -> Peak {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or((0, 0))
+        self.handle.join().unwrap_or_default()
     }
 }
