@@ -20,31 +20,51 @@ DUR = int(os.environ.get("DUR", "3"))
 AB_N = int(os.environ.get("AB_N", "20000"))
 
 
+FAILURES = []
+
+
 def run_measured(cmd):
-    """Runs cmd; returns (stdout, CPU seconds it used)."""
+    """Runs cmd; returns (stdout, CPU seconds it used). A non-zero exit is recorded as a
+    failure of the run (make bench then fails), with the command's last stderr line."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    done = subprocess.run(cmd, capture_output=True, text=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no stderr"])[-1]
+        FAILURES.append(f"{' '.join(cmd)}: exit code {done.returncode} ({last})")
+    return done.stdout, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def errors_in(tool, out, pattern):
+    """Counts the errors a peer tool reports; any is a failure of the run."""
+    n = sum(int(m) for m in re.findall(pattern, out))
+    if n:
+        FAILURES.append(f"{tool}: {n} errors")
+    return n
 
 
 def wrk(addr, c):
     out, cpu = run_measured(["wrk", "-t1", f"-c{c}", f"-d{DUR}s", f"http://{addr}/"])
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     n = int(re.search(r"(\d+) requests in", out).group(1))
-    return rps, cpu / max(n, 1)
+    errors = errors_in("wrk", out, r"Non-2xx or 3xx responses:\s+(\d+)") + errors_in(
+        "wrk", out, r"(?:connect|read|write|timeout) (\d+)")
+    return rps, cpu / max(n, 1), errors
 
 
 def ab(addr):
     out, cpu = run_measured(["ab", "-q", "-n", str(AB_N), "-c", "10", f"http://{addr}/"])
     rps = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
-    return rps, cpu / AB_N
+    errors = errors_in("ab", out, r"Failed requests:\s+(\d+)") + errors_in(
+        "ab", out, r"Non-2xx responses:\s+(\d+)")
+    return rps, cpu / AB_N, errors
 
 
 def bench_client(addr, *args):
     out, cpu = run_measured([os.path.join(BIN, "bench-client"), "load", "--json", *args, f"http://{addr}/"])
     row = json.loads(out)
-    return row["rps"], cpu / max(row["ok"], 1)
+    errors = sum(row[k] for k in row if k.startswith("err_"))
+    return row["rps"], cpu / max(row["ok"], 1), errors
 
 
 def start_server(cmd):
@@ -117,12 +137,12 @@ def main():
     stamp = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
     with open(os.path.join(out_dir, f"{stamp}-{socket.gethostname()}.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["target", "scenario", "tool", "rep", "rps", "client_cpu_us_per_req"])
+        w.writerow(["target", "scenario", "tool", "rep", "rps", "client_cpu_us_per_req", "errors"])
         for r in rows:
-            w.writerow([*r[:4], f"{r[4]:.1f}", f"{r[5] * 1e6:.2f}"])
+            w.writerow([*r[:4], f"{r[4]:.1f}", f"{r[5] * 1e6:.2f}", r[6]])
 
     cells = {}
-    for target, scenario, tool, rep, rps, cpu in rows:
+    for target, scenario, tool, rep, rps, cpu, _errors in rows:
         cells.setdefault((target, scenario), {}).setdefault(tool, []).append((rps, cpu))
     lines = ["# bench-client against wrk and ab", "",
              f"{REPS} interleaved repetitions; keep-alive runs last {DUR} s with one client thread; "
@@ -143,9 +163,18 @@ def main():
             lines.append(f"| {target} | {scenario} | {tool} | {statistics.median(rps):,.0f} "
                          f"({min(rps):,.0f}-{max(rps):,.0f}) | {statistics.median(rps) / p_rps:.2f} | "
                          f"{cpu * 1e6:.2f} | {cpu / p_cpu:.2f} |")
+    if FAILURES:
+        lines += ["", "**This run had failures; its figures are not to be trusted:**", ""]
+        lines += [f"- {f}" for f in FAILURES]
     text = "\n".join(lines) + "\n"
-    open(os.path.join(out_dir, "latest.md"), "w").write(text)
+    tmp = os.path.join(out_dir, ".latest.md.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(out_dir, "latest.md"))
     print(text)
+    if FAILURES:
+        print(f"bench: {len(FAILURES)} failures (see above)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

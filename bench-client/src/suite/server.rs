@@ -222,7 +222,12 @@ pub fn start(
         .stdout(Stdio::piped())
         .stderr(stderr);
     // Between fork and exec: the server's cores, and perf counters on its tree-to-be.
-    let handover = Handover::new().ok();
+    // ARCHBENCH_NO_PERF=1 forces the /proc fallback (for tests, and for comparing the two).
+    let handover = if std::env::var_os("ARCHBENCH_NO_PERF").is_some() {
+        None
+    } else {
+        Handover::new().ok()
+    };
     let child_end = handover.as_ref().map(Handover::child_fd);
     let server_set = placement.server_set();
     // SAFETY: the hook only makes async-signal-safe system calls (sched_setaffinity,
