@@ -185,7 +185,7 @@ impl BusyLoop {
                         }
                     }
                 }
-                Waiting::Writable => {} // room in the socket: `drive` tries the `write` again
+                Waiting::Writable => {} // a write left half done: `drive` tries it again
                 Waiting::Timer => continue, // its deadline is in the heap
             }
             self.drive(token, now);

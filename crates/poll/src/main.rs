@@ -187,6 +187,7 @@ impl EventLoop {
             match nonblocking::accept(&self.listener) {
                 Ok(Some(stream)) => self.on_accepted(stream, now),
                 Ok(None) => return,
+                Err(_) if shutdown::requested() => return, // EINVAL: the handler shut it
                 Err(e) => {
                     // EMFILE/ENFILE: the connection stays queued; stop watching the listener
                     // until the next tick, and serve the others meanwhile.

@@ -233,6 +233,7 @@ impl EventLoop {
             match nonblocking::accept(&self.listener) {
                 Ok(Some(stream)) => self.on_accepted(stream, now),
                 Ok(None) => return,
+                Err(_) if shutdown::requested() => return, // EINVAL: the handler shut it
                 Err(e) => {
                     // EMFILE/ENFILE: the connection stays queued; leave the listener out of
                     // the set until the next tick, and serve the others meanwhile.
