@@ -165,7 +165,8 @@ struct SuiteArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     reps: Option<u32>,
 
-    /// Only these servers, comma-separated (iterative,fork,threads,pool,prefork,epoll,tokio,node,nginx).
+    /// Only these servers, comma-separated (iterative,fork,threads,pool,prefork,epoll,select,poll,
+    /// busypoll,tokio,node,nginx).
     #[arg(long, value_delimiter = ',')]
     servers: Option<Vec<String>>,
 

@@ -8,13 +8,16 @@ use std::process::Command;
 
 use bench_client::output::{read_csv, ResultRow, Status};
 
-const MODELS: [&str; 7] = [
+const MODELS: [&str; 10] = [
     "iterative",
     "fork",
     "threads",
     "pool",
     "prefork",
     "epoll",
+    "select",
+    "poll",
+    "busypoll",
     "tokio",
 ];
 

@@ -63,6 +63,9 @@ pub fn servers() -> Vec<ServerDef> {
         model("pool", "server-pool", "prethreaded pool (32 threads)"),
         model("prefork", "server-prefork", "preforked pool (32 processes)"),
         model("epoll", "server-epoll", "epoll event loop, one thread"),
+        model("select", "server-select", "select loop, one thread"),
+        model("poll", "server-poll", "poll loop, one thread"),
+        model("busypoll", "server-busypoll", "busy-poll loop, one thread"),
         model("tokio", "server-tokio", "tokio, work-stealing runtime"),
         ServerDef {
             name: "node",

@@ -1,6 +1,6 @@
 //! A small blocking HTTP client for the checks: exact bytes out, parsed responses in.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -41,12 +41,8 @@ impl Conn {
     /// # Panics
     /// If the connection fails.
     pub fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
         Conn {
-            reader: BufReader::new(stream),
+            reader: BufReader::new(connect(addr)),
         }
     }
 
@@ -161,6 +157,45 @@ impl Conn {
         self.reader.read_to_end(&mut all).expect("read to close");
         all
     }
+}
+
+/// A plain connection with a 10 s read timeout.
+///
+/// # Panics
+/// If the connection fails.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Sends [`GET`] on `stream` and reads the answer: `true` when answered (`200`, the hello body),
+/// `false` when the server closed the connection instead (an end of file, a reset, or a write
+/// failing on a connection already closed). For tests that hold many connections, where some
+/// are expected to be refused.
+///
+/// # Panics
+/// When neither comes within the stream's read timeout (set one), or on another answer.
+pub fn answered_or_closed(stream: &mut TcpStream) -> bool {
+    if stream.write_all(GET).is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.ends_with(b"HelloWorld\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("neither an answer nor a close within the read timeout")
+            }
+            Err(_) => return false,
+        }
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    true
 }
 
 /// One request on a new connection (with `Connection: close`); the response.

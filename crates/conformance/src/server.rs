@@ -244,6 +244,34 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (a server started afterwards
+/// inherits it), for tests that hold many connections.
+///
+/// # Errors
+/// The reason the test would mean nothing: the hard limit is below `needed`, or the calls fail.
+pub fn raise_fd_limit(needed: u64) -> Result<(), String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
+    }
+    if limit.rlim_max < needed {
+        return Err(format!(
+            "the hard RLIMIT_NOFILE is {}, and the test holds {needed} descriptors",
+            limit.rlim_max
+        ));
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// A stdout for a server that fails to write: a pipe whose reading end is already closed, so
 /// the ready line fails with EPIPE. (A descriptor opened read-only would not do: Rust's stdout
 /// quietly ignores EBADF.)

@@ -11,10 +11,13 @@
 //!
 //! How it reads: [`EventLoop::run`] waits for events and dispatches them to `on_listener`,
 //! `on_timer` and `on_ready`. The protocol (what to answer, when to close, every deadline) is
-//! serverkit's [`Connection`], the same state machine every model drives; this file only
-//! decides how a connection *waits*. `drive` asks the connection for its next [`Action`] and
-//! does it without blocking until one would block; then the connection's [`Waiting`] state
-//! says what for: readable or writable (an interest in the epoll set) or a timer (`delay`).
+//! serverkit's [`Connection`](serverkit::connection::Connection), the same state machine every model drives; this file only
+//! decides how a connection *waits*. `drive` lets serverkit's [`Conns::advance`] do
+//! what the connection asks until a step would block (the same rule in every single-threaded
+//! loop: write, shut down, pay a `cpu` cost on the spot); then the connection's [`Waiting`]
+//! state says what for: readable or writable (an interest in the epoll set) or a timer
+//! (`delay`). Connections live in serverkit's [`Conns`], a table indexed by descriptor, each
+//! known by a token that is never reused (its epoll data and its timer key).
 //! Level-triggered epoll and an interest that changes only when a write is left half done
 //! keep it to one `epoll_wait`, one `read` and one `write` per request on a kept-alive
 //! connection.
@@ -29,22 +32,19 @@
 //! server-epoll --workload delay:100ms
 //! ```
 
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{accept4, SockFlag};
-use serverkit::connection::{Action, Connection};
 use serverkit::date::DateCache;
 use serverkit::listener::TICK;
+use serverkit::nonblocking::{self, Conns, Step, Waiting};
 use serverkit::timers::Timers;
-use serverkit::workload::burn_cpu;
-use serverkit::{listener, shutdown, ServerArgs, ServerConfig, Workload};
+use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
 
 /// Event tokens of the two descriptors that are not connections.
 const LISTENER: u64 = u64::MAX;
@@ -74,43 +74,13 @@ fn start(args: &ServerArgs) -> io::Result<()> {
     event_loop.run()
 }
 
-/// What a connection waits for between two turns of the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waiting {
-    /// Its socket to be readable (a request, or the rest of one).
-    Readable,
-    /// Its socket to be writable (a write was left half done).
-    Writable,
-    /// Its `delay` timer.
-    Timer,
-}
-
-/// One client connection.
-struct Conn {
-    stream: TcpStream,
-    /// Its epoll token: descriptor and serial number. Descriptors are reused as soon as they
-    /// are closed, even within one batch of events; the serial makes every token unique, so
-    /// an event or timer meant for a closed connection never reaches the next one.
-    token: u64,
-    http: Box<Connection>,
-    waiting: Waiting,
-    /// What epoll watches for it (`None`: not in the epoll set yet).
-    registered: Option<EpollFlags>,
-}
-
 struct EventLoop {
     listener: TcpListener,
     epoll: Epoll,
-    config: ServerConfig,
     max_conns: usize,
-    /// Connections indexed by descriptor: the kernel hands out the lowest free number, so
-    /// the table stays as small as the number of open connections.
-    conns: Vec<Option<Conn>>,
-    open: usize,
-    /// States of closed connections, kept for the next ones: accepting costs no allocation
-    /// and no clearing of buffers (at most as many as were ever open at once).
-    spare: Vec<Box<Connection>>,
-    next_serial: u64,
+    /// Open connections by descriptor, each with what epoll watches for it (`None`: not in
+    /// the epoll set yet).
+    conns: Conns<Option<EpollFlags>>,
     /// `delay` deadlines by token, and the timerfd armed for the earliest or the sweep.
     timers: Timers,
     next_sweep: Instant,
@@ -131,12 +101,8 @@ impl EventLoop {
             listener,
             epoll,
             timers,
-            config,
             max_conns,
-            conns: Vec::new(),
-            spare: Vec::new(),
-            open: 0,
-            next_serial: 0,
+            conns: Conns::new(config),
             next_sweep: now + TICK,
             listener_paused: false,
             stopping: false,
@@ -150,10 +116,10 @@ impl EventLoop {
             if shutdown::requested() && !self.stopping {
                 self.begin_shutdown(Instant::now());
             }
-            if self.stopping && self.open == 0 {
+            if self.stopping && self.conns.open() == 0 {
                 return Ok(());
             }
-            let ticking = self.open > 0 || self.listener_paused;
+            let ticking = self.conns.open() > 0 || self.listener_paused;
             self.timers.arm(ticking.then_some(self.next_sweep))?;
             let ready = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
                 Ok(n) => n,
@@ -177,20 +143,17 @@ impl EventLoop {
             if self.stopping {
                 return;
             }
-            if self.open >= self.max_conns {
+            if self.conns.open() >= self.max_conns {
                 return self.pause_listener(true);
             }
-            let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-            match accept4(self.listener.as_raw_fd(), flags) {
-                // SAFETY: accept4 just returned this descriptor; nothing else owns it.
-                Ok(fd) => self.on_accepted(unsafe { TcpStream::from_raw_fd(fd) }, now),
-                Err(Errno::EAGAIN) => return,
-                Err(Errno::EINTR | Errno::ECONNABORTED) => {}
+            match nonblocking::accept(&self.listener) {
+                Ok(Some(stream)) => self.on_accepted(stream, now),
+                Ok(None) => return,
                 Err(e) => {
                     // EMFILE/ENFILE: the connection stays queued and level-triggered epoll
                     // would report it again at once; stop watching the listener until the
                     // next tick so the loop does not spin, and serve the others meanwhile.
-                    serverkit::blocking::report_accept_error(&io::Error::from(e));
+                    serverkit::blocking::report_accept_error(&e);
                     return self.pause_listener(true);
                 }
             }
@@ -198,45 +161,23 @@ impl EventLoop {
     }
 
     fn on_accepted(&mut self, stream: TcpStream, now: Instant) {
-        let fd = stream.as_raw_fd() as usize;
-        if self.conns.len() <= fd {
-            self.conns.resize_with(fd + 1, || None);
-        }
-        self.next_serial += 1;
-        let token = (self.next_serial << 32) | fd as u64;
-        let http = match self.spare.pop() {
-            Some(mut http) => {
-                http.reset(now);
-                http
-            }
-            None => Box::new(Connection::new(self.config, now)),
-        };
-        let (waiting, registered) = (Waiting::Readable, None);
-        self.conns[fd] = Some(Conn {
-            stream,
-            token,
-            http,
-            waiting,
-            registered,
-        });
-        self.open += 1;
+        let token = self.conns.add(stream, None, now);
         self.drive(token, now); // raw protocol: the answer is due at once
     }
 
     fn on_ready(&mut self, token: u64, events: EpollFlags, now: Instant) {
-        let Some(conn) = find(&mut self.conns, token) else {
+        let Some(conn) = self.conns.get(token) else {
             return;
         };
         if events.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
             // Reset, or both directions shut: no answer can reach the client any more.
             return self.close(token);
         }
-        if conn.waiting == Waiting::Readable && events.contains(EpollFlags::EPOLLIN) {
-            match conn.stream.read(conn.http.read_buf()) {
-                Ok(n) => conn.http.read(n, now),
-                Err(e) if would_block(&e) => {}
-                Err(_) => return self.close(token), // reset: costs nothing more
-            }
+        if conn.waiting == Waiting::Readable
+            && events.contains(EpollFlags::EPOLLIN)
+            && nonblocking::read_once(&mut conn.stream, &mut conn.http, now).is_err()
+        {
+            return self.close(token); // reset: costs nothing more
         }
         self.drive(token, now);
     }
@@ -244,55 +185,31 @@ impl EventLoop {
     /// Does what the connection asks for until something would block; then tells epoll what it
     /// waits for, or closes it.
     fn drive(&mut self, token: u64, now: Instant) {
-        let date = self.date;
-        let Some(conn) = find(&mut self.conns, token) else {
+        // A `cpu` cost is paid in there: every other connection waits meanwhile (the lesson).
+        match self.conns.advance(token, now, &self.date) {
+            None => return,
+            Some(Step::Delay(d)) => self.timers.add(Instant::now() + d, token),
+            Some(Step::Close) => return self.close(token),
+            Some(Step::Readable | Step::Writable) => {}
+        }
+        let Some(conn) = self.conns.get(token) else {
             return;
         };
-        let waiting = loop {
-            match conn.http.next(now, &date) {
-                Action::Read { .. } => break Waiting::Readable,
-                Action::Write { .. } => match conn.stream.write(conn.http.to_write()) {
-                    Ok(n) => {
-                        conn.http.wrote(n, now);
-                        if !conn.http.to_write().is_empty() {
-                            break Waiting::Writable; // the socket took only part
-                        }
-                    }
-                    Err(e) if would_block(&e) => break Waiting::Writable,
-                    Err(_) => return self.close(token), // EPIPE, reset: the client is gone
-                },
-                Action::Work(Workload::Delay(d)) => {
-                    self.timers.add(Instant::now() + d, token);
-                    break Waiting::Timer;
-                }
-                Action::Work(workload) => {
-                    if let Workload::Cpu(d) = workload {
-                        burn_cpu(d); // every other connection waits meanwhile: the lesson
-                    }
-                    conn.http.worked();
-                }
-                Action::CloseWrite => {
-                    let _ = conn.stream.shutdown(Shutdown::Write);
-                }
-                Action::Close => return self.close(token),
-            }
-        };
-        conn.waiting = waiting;
-        let wanted = match waiting {
+        let wanted = match conn.waiting {
             Waiting::Readable => EpollFlags::EPOLLIN,
             Waiting::Writable => EpollFlags::EPOLLOUT,
             Waiting::Timer => EpollFlags::empty(),
         };
-        if conn.registered == Some(wanted) || (conn.registered.is_none() && wanted.is_empty()) {
+        if conn.watch == Some(wanted) || (conn.watch.is_none() && wanted.is_empty()) {
             return;
         }
         let mut event = EpollEvent::new(wanted, token);
-        let result = match conn.registered {
+        let result = match conn.watch {
             None => self.epoll.add(&conn.stream, event),
             Some(_) => self.epoll.modify(&conn.stream, &mut event),
         };
         match result {
-            Ok(()) => conn.registered = Some(wanted),
+            Ok(()) => conn.watch = Some(wanted),
             Err(_) => self.close(token),
         }
     }
@@ -300,7 +217,7 @@ impl EventLoop {
     fn on_timer(&mut self, now: Instant) {
         self.timers.fired();
         while let Some(token) = self.timers.pop_due(now) {
-            if let Some(conn) = find(&mut self.conns, token) {
+            if let Some(conn) = self.conns.get(token) {
                 conn.http.worked();
                 self.drive(token, now);
             }
@@ -315,10 +232,9 @@ impl EventLoop {
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = now + TICK;
         self.pause_listener(false);
-        for fd in 0..self.conns.len() {
-            match &self.conns[fd] {
-                Some(conn) if conn.waiting != Waiting::Timer => self.drive(conn.token, now),
-                _ => {}
+        for fd in 0..self.conns.fd_bound() {
+            if let Some(token) = self.conns.waiting_on_socket(fd) {
+                self.drive(token, now);
             }
         }
     }
@@ -326,7 +242,7 @@ impl EventLoop {
     /// Stops watching the listener (`pause`), or watches it again if it was paused and there
     /// is room for another connection.
     fn pause_listener(&mut self, pause: bool) {
-        let resume = self.listener_paused && !self.stopping && self.open < self.max_conns;
+        let resume = self.listener_paused && !self.stopping && self.conns.open() < self.max_conns;
         if pause != self.listener_paused && (pause || resume) {
             self.listener_paused = pause;
             let flags = if pause {
@@ -345,33 +261,15 @@ impl EventLoop {
     fn begin_shutdown(&mut self, now: Instant) {
         self.stopping = true;
         let _ = self.epoll.delete(&self.listener);
-        for conn in self.conns.iter_mut().flatten() {
-            conn.http.shutdown(now);
-        }
+        self.conns.shutdown(now);
         self.sweep(now);
     }
 
     fn close(&mut self, token: u64) {
-        // Dropping the stream closes the descriptor, which also removes it from the epoll set.
-        if let Some(conn) = find(&mut self.conns, token) {
-            let fd = conn.stream.as_raw_fd() as usize;
-            if let Some(conn) = self.conns[fd].take() {
-                self.spare.push(conn.http);
-            }
-            self.open -= 1;
-        }
+        // Closing the descriptor also takes it out of the epoll set.
+        self.conns.close(token);
         self.pause_listener(false);
     }
-}
-
-/// The connection behind `token`, if it is still the one the token was made for.
-fn find(conns: &mut [Option<Conn>], token: u64) -> Option<&mut Conn> {
-    let slot = conns.get_mut((token & 0xffff_ffff) as usize)?;
-    slot.as_mut().filter(|conn| conn.token == token)
-}
-
-fn would_block(e: &io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
 }
 
 #[cfg(test)]
@@ -381,20 +279,16 @@ mod tests {
 
     /// Accepts what is queued on the listener (the connect may take a moment to land).
     fn accept_one(event_loop: &mut EventLoop) -> u64 {
-        let open = event_loop.open;
+        let open = event_loop.conns.open();
         let start = Instant::now();
-        while event_loop.open == open {
+        while event_loop.conns.open() == open {
             assert!(
                 start.elapsed() < Duration::from_secs(5),
                 "nothing to accept"
             );
             event_loop.on_listener(Instant::now());
         }
-        let conn = event_loop
-            .conns
-            .iter()
-            .flatten()
-            .max_by_key(|c| c.token >> 32);
+        let conn = event_loop.conns.iter().max_by_key(|c| c.token >> 32);
         conn.unwrap().token
     }
 
@@ -419,7 +313,8 @@ mod tests {
         // A HUP reported for the closed connection, late in the same batch of events.
         event_loop.on_ready(old, EpollFlags::EPOLLHUP, Instant::now());
         assert_eq!(
-            event_loop.open, 1,
+            event_loop.conns.open(),
+            1,
             "the new connection was closed by a stale event"
         );
     }

@@ -13,8 +13,10 @@
 //! - [`date`]: the cached `Date` header;
 //! - [`workload`]: what a request costs: `hello`, `delay:D`, `cpu:D`;
 //! - [`blocking`]: the accept call, and the loop that drives a connection with blocking calls;
+//! - [`nonblocking`]: accepting, reading and driving a connection on non-blocking sockets, for
+//!   the single-threaded loops;
 //! - [`shutdown`]: SIGINT/SIGTERM handling (stop accepting, finish what is in flight);
-//! - [`timers`]: deadlines and a timerfd, for the event loops.
+//! - [`timers`]: deadlines, and a timerfd, for the single-threaded loops.
 #![deny(missing_docs)]
 
 pub mod blocking;
@@ -23,6 +25,7 @@ pub mod connection;
 pub mod date;
 pub mod http;
 pub mod listener;
+pub mod nonblocking;
 pub mod shutdown;
 pub mod timers;
 pub mod workload;

@@ -5,6 +5,9 @@
 //! milliseconds, which would add up to 1 ms to every `delay:100ms` (1 % on the paper's Table
 //! 2); a timerfd has nanoseconds. Why one timerfd and a heap, not one per connection: a
 //! timer costs a heap push, not a descriptor and three syscalls.
+//!
+//! The heap alone is [`Deadlines`], for a loop that never waits (the busy-polling server looks
+//! at it on every pass); [`Timers`] is the heap and the timerfd that wakes a loop that does.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -15,9 +18,39 @@ use std::time::{Duration, Instant};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-/// Deadlines, each with a key (a connection's token), and the timerfd that wakes the loop.
-pub struct Timers {
+/// Deadlines, each with a key (a connection's token), earliest first.
+#[derive(Default)]
+pub struct Deadlines {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+impl Deadlines {
+    /// Adds a deadline for `key`.
+    pub fn add(&mut self, when: Instant, key: u64) {
+        self.heap.push(Reverse((when, key)));
+    }
+
+    /// The earliest deadline, if any.
+    pub fn earliest(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((when, _))| *when)
+    }
+
+    /// The key of a deadline passed by `now`, earliest first; `None` when none is left.
+    pub fn pop_due(&mut self, now: Instant) -> Option<u64> {
+        match self.heap.peek() {
+            Some(Reverse((when, key))) if *when <= now => {
+                let key = *key;
+                self.heap.pop();
+                Some(key)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// [`Deadlines`], and the timerfd that wakes the loop for the earliest.
+pub struct Timers {
+    deadlines: Deadlines,
     fd: TimerFd,
     /// When the timerfd fires next, if armed.
     armed: Option<Instant>,
@@ -31,7 +64,7 @@ impl Timers {
     pub fn new() -> io::Result<Timers> {
         let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
         Ok(Timers {
-            heap: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             fd: TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)?,
             armed: None,
         })
@@ -39,7 +72,7 @@ impl Timers {
 
     /// Adds a deadline for `key`.
     pub fn add(&mut self, when: Instant, key: u64) {
-        self.heap.push(Reverse((when, key)));
+        self.deadlines.add(when, key);
     }
 
     /// Arms the timerfd for the earliest deadline, or `tick` if that comes first (a loop's
@@ -48,8 +81,7 @@ impl Timers {
     /// # Errors
     /// If the timerfd cannot be set.
     pub fn arm(&mut self, tick: Option<Instant>) -> io::Result<()> {
-        let earliest = self.heap.peek().map(|Reverse((when, _))| *when);
-        let next = match (earliest, tick) {
+        let next = match (self.deadlines.earliest(), tick) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => match a.or(b) {
                 Some(next) => next,
@@ -77,14 +109,7 @@ impl Timers {
 
     /// The key of a deadline passed by `now`, earliest first; `None` when none is left.
     pub fn pop_due(&mut self, now: Instant) -> Option<u64> {
-        match self.heap.peek() {
-            Some(Reverse((when, key))) if *when <= now => {
-                let key = *key;
-                self.heap.pop();
-                Some(key)
-            }
-            _ => None,
-        }
+        self.deadlines.pop_due(now)
     }
 }
 

@@ -1,0 +1,394 @@
+//! What every single-threaded loop on non-blocking sockets shares (epoll, poll, select and the
+//! busy-polling loop): accept without waiting, read what is there, do what the [`Connection`]
+//! asks until a step would block ([`advance`]), and keep the open connections in a table
+//! ([`Conns`]).
+//!
+//! What differs between those models is only how they learn that a step would no longer block
+//! (an event from `epoll_wait`, a bit from `select`, a `revents` from `poll`, or trying again
+//! on the next pass), and that stays in each model's file. What a connection does once it may
+//! go on is the same rule everywhere, written here once; the blocking models' counterpart is
+//! [`crate::blocking::serve_connection`].
+//!
+//! A connection is known by a token, `serial << 32 | descriptor`, with a serial never reused:
+//! the kernel hands a closed connection's descriptor to the next one at once (even within one
+//! batch of events), so anything keyed by descriptor alone (an event, a timer) could reach the
+//! wrong connection. A token meant for a closed connection finds nothing.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{accept4, SockFlag};
+
+use crate::cli::ServerConfig;
+use crate::connection::{Action, Connection};
+use crate::date::DateCache;
+use crate::workload::{burn_cpu, Workload};
+
+/// What a connection waits for between two turns of a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Its socket to be readable (a request, or the rest of one).
+    Readable,
+    /// Its socket to be writable (a write was left half done).
+    Writable,
+    /// Its `delay` timer.
+    Timer,
+}
+
+/// One open connection of a loop.
+pub struct Conn<W> {
+    /// The socket (non-blocking); dropping it closes the descriptor.
+    pub stream: TcpStream,
+    /// Its token: serial number and descriptor; never the same for two connections.
+    pub token: u64,
+    /// Its protocol state.
+    pub http: Box<Connection>,
+    /// What it waits for, as [`Conns::advance`] last left it.
+    pub waiting: Waiting,
+    /// What the model keeps beside it for its wait (epoll: the interest registered; poll: the
+    /// index of its `pollfd`; nothing for select and the busy loop).
+    pub watch: W,
+}
+
+/// The open connections of a loop, indexed by descriptor (the kernel hands out the lowest free
+/// number, so the table stays as small as the most connections ever open at once).
+///
+/// The states of closed connections are kept for the next ones: accepting costs no allocation
+/// and no clearing of buffers.
+pub struct Conns<W> {
+    config: ServerConfig,
+    slots: Vec<Option<Conn<W>>>,
+    open: usize,
+    spare: Vec<Box<Connection>>,
+    next_serial: u64,
+}
+
+impl<W> Conns<W> {
+    /// No connections; the ones added will speak by `config`.
+    pub fn new(config: ServerConfig) -> Conns<W> {
+        Conns {
+            config,
+            slots: Vec::new(),
+            open: 0,
+            spare: Vec::new(),
+            next_serial: 0,
+        }
+    }
+
+    /// How many are open.
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// One past the highest descriptor the table has held: a scan over every connection goes
+    /// over `0..fd_bound()` with [`by_fd`](Self::by_fd).
+    pub fn fd_bound(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Adds a connection accepted at `now`, waiting to read; returns its token.
+    pub fn add(&mut self, stream: TcpStream, watch: W, now: Instant) -> u64 {
+        let fd = stream.as_raw_fd() as usize;
+        if self.slots.len() <= fd {
+            self.slots.resize_with(fd + 1, || None);
+        }
+        self.next_serial += 1;
+        let token = (self.next_serial << 32) | fd as u64;
+        let http = match self.spare.pop() {
+            Some(mut http) => {
+                http.reset(now);
+                http
+            }
+            None => Box::new(Connection::new(self.config, now)),
+        };
+        self.slots[fd] = Some(Conn {
+            stream,
+            token,
+            http,
+            waiting: Waiting::Readable,
+            watch,
+        });
+        self.open += 1;
+        token
+    }
+
+    /// The connection behind `token`, if it is still the one the token was made for.
+    pub fn get(&mut self, token: u64) -> Option<&mut Conn<W>> {
+        let slot = self.slots.get_mut((token & 0xffff_ffff) as usize)?;
+        slot.as_mut().filter(|conn| conn.token == token)
+    }
+
+    /// The connection on descriptor `fd`, if any.
+    pub fn by_fd(&mut self, fd: usize) -> Option<&mut Conn<W>> {
+        self.slots.get_mut(fd)?.as_mut()
+    }
+
+    /// The token of the connection on descriptor `fd`, if it waits for its socket (not for its
+    /// `delay` timer): what a sweep of the deadlines lets [`advance`](Self::advance).
+    pub fn waiting_on_socket(&self, fd: usize) -> Option<u64> {
+        let conn = self.slots.get(fd)?.as_ref()?;
+        (conn.waiting != Waiting::Timer).then_some(conn.token)
+    }
+
+    /// Every open connection, by descriptor.
+    pub fn iter(&self) -> impl Iterator<Item = &Conn<W>> {
+        self.slots.iter().flatten()
+    }
+
+    /// Lets the connection behind `token` [`advance`] at `now`, and notes what it then waits
+    /// for in its [`waiting`](Conn::waiting). `None` for a token that finds no connection.
+    /// The loop arms a timer for [`Step::Delay`] and closes on [`Step::Close`].
+    pub fn advance(&mut self, token: u64, now: Instant, date: &DateCache) -> Option<Step> {
+        let conn = self.get(token)?;
+        let step = advance(&mut conn.stream, &mut conn.http, now, date);
+        conn.waiting = match step {
+            Step::Readable => Waiting::Readable,
+            Step::Writable => Waiting::Writable,
+            Step::Delay(_) => Waiting::Timer,
+            Step::Close => conn.waiting,
+        };
+        Some(step)
+    }
+
+    /// The server is shutting down, from `now`: every connection finishes what it holds, then
+    /// closes (see [`Connection::shutdown`]).
+    pub fn shutdown(&mut self, now: Instant) {
+        for conn in self.slots.iter_mut().flatten() {
+            conn.http.shutdown(now);
+        }
+    }
+
+    /// Closes the connection behind `token` (its socket is dropped, its state kept for the
+    /// next); returns what the model kept beside it. `None` if the token finds no connection.
+    pub fn close(&mut self, token: u64) -> Option<W> {
+        let fd = self.get(token)?.stream.as_raw_fd() as usize;
+        let conn = self.slots[fd].take()?;
+        self.spare.push(conn.http);
+        self.open -= 1;
+        Some(conn.watch)
+    }
+}
+
+/// Where [`advance`] left a connection: what it waits for, or that it is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Its socket to be readable (a request, or the rest of one).
+    Readable,
+    /// Its socket to be writable: a write was left half done.
+    Writable,
+    /// Its `delay`: the loop arms a timer for this long and, when it fires, reports the cost
+    /// paid ([`Connection::worked`]) and advances the connection again.
+    Delay(Duration),
+    /// Nothing: the connection is over (or its socket failed); the loop closes it.
+    Close,
+}
+
+/// Accepts one queued connection, non-blocking and close-on-exec (`accept4`: one syscall, not
+/// `accept` and `fcntl`). `Ok(None)` when none is queued; an aborted or interrupted accept is
+/// retried.
+///
+/// # Errors
+/// What `accept4` reports otherwise: `EMFILE`/`ENFILE` (out of descriptors, the connection
+/// stays queued), `EINVAL` (the listener was shut down).
+pub fn accept(listener: &TcpListener) -> io::Result<Option<TcpStream>> {
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    loop {
+        match accept4(listener.as_raw_fd(), flags) {
+            // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+            Ok(fd) => return Ok(Some(unsafe { TcpStream::from_raw_fd(fd) })),
+            Err(Errno::EAGAIN) => return Ok(None),
+            Err(Errno::EINTR | Errno::ECONNABORTED) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads once from `stream` into the connection and reports it (a read of 0: the peer closed
+/// its side). `Ok(false)` when there was nothing to read.
+///
+/// # Errors
+/// The socket failed (a reset): the loop closes the connection, which costs nothing more.
+pub fn read_once(stream: &mut TcpStream, http: &mut Connection, now: Instant) -> io::Result<bool> {
+    match stream.read(http.read_buf()) {
+        Ok(n) => {
+            http.read(n, now);
+            Ok(true)
+        }
+        Err(e) if would_block(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Does what the connection asks, at `now`, until a step would block: writes its answers
+/// (stopping at a partial write, which the next writable moment resumes), shuts down its
+/// writing side, and pays a `cpu` cost on the spot. A `cpu:D` request thus holds the loop's
+/// only thread for D, and every other connection of the loop waits meanwhile: the lesson of
+/// every single-threaded loop.
+///
+/// A [`Step::Readable`] is returned without trying the read: the loop reads when it knows (or,
+/// busy-polling, guesses) that bytes are there.
+pub fn advance(
+    stream: &mut TcpStream,
+    http: &mut Connection,
+    now: Instant,
+    date: &DateCache,
+) -> Step {
+    loop {
+        match http.next(now, date) {
+            Action::Read { .. } => return Step::Readable,
+            Action::Write { .. } => match stream.write(http.to_write()) {
+                Ok(n) => {
+                    http.wrote(n, now);
+                    if !http.to_write().is_empty() {
+                        return Step::Writable; // the socket took only part
+                    }
+                }
+                Err(e) if would_block(&e) => return Step::Writable,
+                Err(_) => return Step::Close, // EPIPE, reset: the client is gone
+            },
+            Action::Work(Workload::Delay(d)) => return Step::Delay(d),
+            Action::Work(workload) => {
+                if let Workload::Cpu(d) = workload {
+                    burn_cpu(d);
+                }
+                http.worked();
+            }
+            Action::CloseWrite => {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+            Action::Close => return Step::Close,
+        }
+    }
+}
+
+/// True for the errors that mean "not now" on a non-blocking socket.
+pub fn would_block(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (TcpListener, TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        assert!(accept(&listener).unwrap().is_none(), "nothing queued yet");
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let start = Instant::now();
+        let server = loop {
+            if let Some(stream) = accept(&listener).unwrap() {
+                break stream;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "nothing to accept"
+            );
+        };
+        (listener, client, server)
+    }
+
+    #[test]
+    fn a_request_is_read_answered_and_the_connection_waits_to_read_again() {
+        let (_listener, mut client, mut server) = pair();
+        let now = Instant::now();
+        let date = DateCache::at(now);
+        let mut http = Connection::new(ServerConfig::default(), now);
+        assert_eq!(advance(&mut server, &mut http, now, &date), Step::Readable);
+        assert!(
+            !read_once(&mut server, &mut http, now).unwrap(),
+            "nothing sent yet"
+        );
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let start = Instant::now();
+        while !read_once(&mut server, &mut http, now).unwrap() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "request never arrived"
+            );
+        }
+        assert_eq!(advance(&mut server, &mut http, now, &date), Step::Readable);
+        let mut answer = [0u8; 512];
+        let n = client.read(&mut answer).unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(answer[..n].ends_with(b"HelloWorld\n"));
+    }
+
+    #[test]
+    fn a_delay_is_handed_to_the_loop_and_a_write_that_fills_the_socket_waits() {
+        let (_listener, _client, mut server) = pair();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let now = Instant::now();
+        let date = DateCache::at(now);
+        let delay = Duration::from_millis(5);
+        let config = ServerConfig {
+            workload: Workload::Delay(delay),
+            ..ServerConfig::default()
+        };
+        let mut http = Connection::new(config, now);
+        // Pipelined requests until the client's receive buffer (never read) is full.
+        let request = b"GET / HTTP/1.1\r\n\r\n";
+        let mut steps = Vec::new();
+        for _ in 0..100_000 {
+            let step = advance(&mut server, &mut http, now, &date);
+            steps.push(step);
+            match step {
+                Step::Readable => {
+                    let buf = http.read_buf();
+                    let n = buf.len() / request.len() * request.len();
+                    for chunk in buf[..n].chunks_mut(request.len()) {
+                        chunk.copy_from_slice(request);
+                    }
+                    http.read(n, now);
+                }
+                Step::Delay(d) => {
+                    assert_eq!(d, delay);
+                    http.worked();
+                }
+                Step::Writable => break,
+                Step::Close => panic!("closed"),
+            }
+        }
+        assert_eq!(
+            steps.last(),
+            Some(&Step::Writable),
+            "the socket never filled"
+        );
+        assert!(steps.contains(&Step::Delay(delay)));
+    }
+
+    #[test]
+    fn a_token_for_a_closed_connection_finds_nothing_not_the_next_on_its_descriptor() {
+        let (listener, _client, server) = pair();
+        let now = Instant::now();
+        let mut conns: Conns<&str> = Conns::new(ServerConfig::default());
+        let fd = server.as_raw_fd();
+        let old = conns.add(server, "first", now);
+        assert_eq!(conns.get(old).map(|c| c.waiting), Some(Waiting::Readable));
+        // The client's socket first, so that the descriptor freed next is the lowest.
+        let _second = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert_eq!(conns.close(old), Some("first"));
+        let start = Instant::now();
+        let stream = loop {
+            if let Some(stream) = accept(&listener).unwrap() {
+                break stream;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "nothing to accept"
+            );
+        };
+        assert_eq!(stream.as_raw_fd(), fd, "the descriptor is reused");
+        let new = conns.add(stream, "second", now);
+        assert_ne!(new, old, "the token is not");
+        assert!(conns.get(old).is_none());
+        assert_eq!(conns.close(old), None, "a stale close closes nothing");
+        assert_eq!(conns.open(), 1);
+        assert_eq!(conns.by_fd(fd as usize).map(|c| c.watch), Some("second"));
+    }
+}
