@@ -60,6 +60,7 @@ pub fn servers() -> Vec<ServerDef> {
         model("prefork", "server-prefork", "preforked pool (32 processes)"),
         model("epoll", "server-epoll", "epoll event loop, one thread"),
         model("tokio", "server-tokio", "tokio, work-stealing runtime"),
+        model("uring", "server-uring", "io_uring completions, one thread"),
         ServerDef {
             name: "node",
             model_class: "Node.js event loop (reference)",

@@ -200,7 +200,12 @@ pub fn start(
         }),
         Err(e) => {
             let _ = child.kill();
-            let _ = child.wait();
+            // A server that exited by itself (io_uring refused, say) is named so, before its
+            // own words from stderr: the row then reads "not measured: exited at start ...".
+            let e = match child.wait() {
+                Ok(status) if status.code().is_some() => format!("exited at start ({status})"),
+                _ => e,
+            };
             let tail = tail_of(&stderr_path);
             let _ = fs::remove_file(&stderr_path);
             if let Some(dir) = nginx_dir {
