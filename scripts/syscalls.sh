@@ -72,9 +72,10 @@ stop_server() {
 }
 
 load() { # load-name count -> prints the answered requests
-  local c=${1#?} keep=()
-  [ "${1:0:1}" = k ] && keep=(-k)
-  taskset -c "$client_cpu" "$client" load -n "$2" -c "$c" "${keep[@]}" --json "http://$addr/" \
+  local c=${1#?} mode=(-k)
+  # A connection per request: spread over source addresses, or TIME_WAIT runs out of ports.
+  [ "${1:0:1}" = p ] && mode=(--source-addrs 8)
+  taskset -c "$client_cpu" "$client" load -n "$2" -c "$c" "${mode[@]}" --json "http://$addr/" \
     >"$out/load.json"
   sed -n 's/^  "ok": \([0-9]*\),$/\1/p' "$out/load.json"
 }
