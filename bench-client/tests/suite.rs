@@ -111,8 +111,9 @@ fn tiny_preset_measures_every_model_and_writes_csv_and_markdown() {
                 assert!(row.server_processes.0.unwrap() >= 1, "{model}");
             }
         }
-        // The reference rows are measured, or say why not.
-        for peer in ["node", "nginx"] {
+        // The reference rows, and io_uring (which a kernel or sandbox may refuse), are
+        // measured, or say why not.
+        for peer in ["node", "nginx", "uring"] {
             let row = rows
                 .iter()
                 .find(|r| r.table == table && r.server == peer)
@@ -165,6 +166,13 @@ fn misbehaving_servers() -> PathBuf {
         "server-tokio",
         "    if n > 5:\n        os._exit(3)\n    c.sendall(b'HelloWorld\\n')",
     );
+    // As the io_uring server where io_uring is refused: one line on stderr, exit 1.
+    let refused = dir.join("server-uring");
+    let script = "#!/usr/bin/env python3\nimport sys\n\
+                  sys.exit('server-uring: io_uring is not available here (refused)')\n";
+    std::fs::write(&refused, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&refused, std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
 
@@ -172,7 +180,8 @@ fn misbehaving_servers() -> PathBuf {
 fn failing_check_is_reported_and_a_dying_server_gives_an_error_row() {
     let out = temp_dir("bad");
     let bins = misbehaving_servers();
-    let (output, rows, markdown) = run_suite(&bins, &out, &["--servers", "iterative,epoll,tokio"]);
+    let (output, rows, markdown) =
+        run_suite(&bins, &out, &["--servers", "iterative,epoll,tokio,uring"]);
     assert_eq!(
         output.status.code(),
         Some(1),
@@ -206,6 +215,17 @@ fn failing_check_is_reported_and_a_dying_server_gives_an_error_row() {
         died.notes
     );
     assert!(died.err_connect > 0);
+
+    let refused: Vec<&ResultRow> = rows.iter().filter(|r| r.server == "uring").collect();
+    assert_eq!(refused.len(), 2, "one row per cell: {refused:?}");
+    for row in refused {
+        assert_eq!(row.status, Status::Unavailable);
+        assert_eq!(
+            row.notes,
+            "not measured: exited at start (exit status: 1); \
+             stderr: server-uring: io_uring is not available here (refused)"
+        );
+    }
 
     let fine = rows
         .iter()

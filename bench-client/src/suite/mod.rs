@@ -67,6 +67,7 @@ pub fn servers() -> Vec<ServerDef> {
         model("poll", "server-poll", "poll loop, one thread"),
         model("busypoll", "server-busypoll", "busy-poll loop, one thread"),
         model("tokio", "server-tokio", "tokio, work-stealing runtime"),
+        model("uring", "server-uring", "io_uring completions, one thread"),
         ServerDef {
             name: "node",
             model_class: "Node.js event loop (reference)",

@@ -68,7 +68,7 @@ pub struct NotStarted {
     /// In words.
     pub message: String,
     /// Nothing is wrong with the suite or the server: a peer is not installed, cannot serve the
-    /// workload, or the machine refuses what the server needs (it said `unavailable:` on stderr).
+    /// workload, or the machine refuses what the server needs (it said "not available here").
     pub unavailable: bool,
 }
 
@@ -270,13 +270,19 @@ pub fn start(
         }),
         Err(e) => {
             let _ = child.kill();
-            let _ = child.wait();
+            // A server that exited by itself (io_uring refused, say) is named so, before its
+            // own words from stderr: the row then reads "not measured: exited at start ...".
+            let e = match child.wait() {
+                Ok(status) if status.code().is_some() => format!("exited at start ({status})"),
+                _ => e,
+            };
             let tail = tail_of(&stderr_path);
             let _ = fs::remove_file(&stderr_path);
             if let Some(dir) = nginx_dir {
                 let _ = fs::remove_dir_all(dir);
             }
-            let unavailable = tail.contains("unavailable:");
+            // The convention for a machine that refuses what a model needs: "... is not available here".
+            let unavailable = tail.contains("not available here");
             let message = if tail.is_empty() {
                 e
             } else {

@@ -292,3 +292,43 @@ pub fn failing_stdout() -> Stdio {
     drop(reading);
     Stdio::from(writing)
 }
+
+/// Why `bin` cannot run on this machine, if it says so: started once, it exits before its
+/// ready line with a stderr containing `marker` (e.g. "io_uring is not available"); the
+/// reason is that line. `None` when it starts (or fails otherwise: the checks then fail).
+///
+/// # Panics
+/// If the binary cannot be spawned.
+pub fn refusal(bin: &str, marker: &str) -> Option<String> {
+    use std::io::Read;
+    let mut child = Command::new(bin)
+        .args(["--addr", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    if serverkit::listener::wait_for_ready_line(stdout, READY_TIMEOUT).is_ok() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    let _ = child.kill(); // no ready line: exited, or hung
+    let _ = child.wait();
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .map(|mut s| s.read_to_string(&mut stderr));
+    stderr
+        .lines()
+        .find(|line| line.contains(marker))
+        .map(|line| line.trim().to_string())
+}
+
+/// Says on stderr, past the test harness's capture, that `check` was skipped and why.
+pub fn say_skipped(check: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{check}: skipped: {reason}");
+}

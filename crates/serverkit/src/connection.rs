@@ -203,6 +203,20 @@ impl Connection {
         }
     }
 
+    /// True between two requests of a kept-alive connection that holds nothing: no byte of a
+    /// next request, no answer to write, no close pending, no shutdown. Asked after
+    /// [`next`](Self::next) returned [`Action::Read`], it says the state can be let go: a
+    /// fresh one, [`reset`](Self::reset) when the next bytes arrive, behaves the same. That is
+    /// how a model can keep an idle connection without its 10 KiB of buffers.
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Serving
+            && self.out.is_empty()
+            && self.requests.reading() == Reading::Idle
+            && !self.close_after
+            && !self.peer_closed
+            && self.stop_by.is_none()
+    }
+
     /// Where to read into (for [`Action::Read`]).
     pub fn read_buf(&mut self) -> &mut [u8] {
         self.requests.spare()
@@ -686,6 +700,33 @@ mod tests {
         used.shutdown(t);
         used.reset(Instant::now());
         assert_eq!(drive(&mut used, input, &[5], 7).written, first);
+    }
+
+    #[test]
+    fn idle_only_between_requests_with_nothing_held() {
+        let date = DateCache::fixed(DATE);
+        let t = Instant::now();
+        let mut conn = Connection::new(config(), t);
+        assert!(matches!(conn.next(t, &date), Action::Read { .. }));
+        assert!(conn.is_idle(), "a new connection holds nothing");
+        conn.read_buf()[..GET.len() + 3].copy_from_slice(&[GET, b"GET"].concat());
+        conn.read(GET.len() + 3, t);
+        assert!(matches!(conn.next(t, &date), Action::Write { .. }));
+        assert!(!conn.is_idle(), "an answer to write");
+        let n = conn.to_write().len();
+        conn.wrote(n, t);
+        assert!(matches!(conn.next(t, &date), Action::Read { .. }));
+        assert!(!conn.is_idle(), "part of the next request");
+        let rest = &GET[3..];
+        conn.read_buf()[..rest.len()].copy_from_slice(rest);
+        conn.read(rest.len(), t);
+        assert!(matches!(conn.next(t, &date), Action::Write { .. }));
+        let n = conn.to_write().len();
+        conn.wrote(n, t);
+        assert!(matches!(conn.next(t, &date), Action::Read { .. }));
+        assert!(conn.is_idle(), "both answered");
+        conn.shutdown(t);
+        assert!(!conn.is_idle(), "a shutdown is pending");
     }
 
     #[test]
