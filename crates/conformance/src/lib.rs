@@ -7,7 +7,12 @@
 //! ```
 //!
 //! which expands into one `#[test]` per check in [`checks`], so a failure names the server and
-//! the behaviour. The servers run as separate processes (the fork server must never fork the
+//! the behaviour. A third argument gives flags the server gets in every check (a variant of a
+//! model, `["--accept", "handoff"]`; a worker count that does not depend on the machine):
+//!
+//! ```ignore
+//! conformance::suite!(env!("CARGO_BIN_EXE_server-pool"), conformance::Model::Concurrent, ["--accept", "handoff"]);
+//! ``` The servers run as separate processes (the fork server must never fork the
 //! test harness), and learn nothing from the tests but bytes on a socket and signals.
 #![deny(missing_docs)]
 
@@ -30,7 +35,10 @@ pub enum Model {
 #[macro_export]
 macro_rules! suite {
     ($bin:expr, $model:expr) => {
-        $crate::suite!(@tests $bin, $model;
+        $crate::suite!($bin, $model, []);
+    };
+    ($bin:expr, $model:expr, [$($arg:expr),* $(,)?]) => {
+        $crate::suite!(@tests $bin, $model, [$($arg),*];
             keep_alive_serves_100_sequential_requests,
             connection_close_closes,
             http10_closes_unless_keep_alive,
@@ -68,10 +76,11 @@ macro_rules! suite {
             a_server_that_cannot_announce_exits,
         );
     };
-    (@tests $bin:expr, $model:expr; $($check:ident),* $(,)?) => {
+    (@tests $bin:expr, $model:expr, $args:tt; $($check:ident),* $(,)?) => {
         $(
             #[test]
             fn $check() {
+                $crate::server::set_extra_args(&$args);
                 $crate::checks::$check($bin, $model);
             }
         )*

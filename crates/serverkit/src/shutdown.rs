@@ -44,6 +44,21 @@ extern "C" fn on_signal(_signal: libc::c_int) {
 /// If `sigaction` fails.
 pub fn install(listener: &impl AsRawFd) -> io::Result<()> {
     LISTENER_FD.store(listener.as_raw_fd(), Ordering::SeqCst);
+    install_handler()
+}
+
+/// Installs the SIGINT/SIGTERM handler for a process that accepts nothing (a master that only
+/// supervises its workers): the signal sets the flag and interrupts its blocking call
+/// (`waitpid`) with `EINTR`.
+///
+/// # Errors
+/// If `sigaction` fails.
+pub fn install_without_listener() -> io::Result<()> {
+    LISTENER_FD.store(-1, Ordering::SeqCst);
+    install_handler()
+}
+
+fn install_handler() -> io::Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::empty(),

@@ -5,6 +5,10 @@
 //! milliseconds, which would add up to 1 ms to every `delay:100ms` (1 % on the paper's Table
 //! 2); a timerfd has nanoseconds. Why one timerfd and a heap, not one per connection: a
 //! timer costs a heap push, not a descriptor and three syscalls.
+//!
+//! [`Deadlines`] is the heap alone, for a loop that waits some other way: the signal-driven
+//! server passes the earliest as the timeout of `sigtimedwait` (nanoseconds too), because a
+//! timerfd cannot raise a signal (it refuses `O_ASYNC`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -15,9 +19,44 @@ use std::time::{Duration, Instant};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-/// Deadlines, each with a key (a connection's token), and the timerfd that wakes the loop.
-pub struct Timers {
+/// Deadlines, each with a key (a connection's token), earliest first: a binary heap.
+#[derive(Default)]
+pub struct Deadlines {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+impl Deadlines {
+    /// Adds a deadline for `key`.
+    pub fn add(&mut self, when: Instant, key: u64) {
+        self.heap.push(Reverse((when, key)));
+    }
+
+    /// The earliest deadline, or `tick` if that comes first (a loop's periodic sweep; `None`
+    /// when it needs none); `None` when there is nothing to wait for.
+    pub fn next(&self, tick: Option<Instant>) -> Option<Instant> {
+        let earliest = self.heap.peek().map(|Reverse((when, _))| *when);
+        match (earliest, tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The key of a deadline passed by `now`, earliest first; `None` when none is left.
+    pub fn pop_due(&mut self, now: Instant) -> Option<u64> {
+        match self.heap.peek() {
+            Some(Reverse((when, key))) if *when <= now => {
+                let key = *key;
+                self.heap.pop();
+                Some(key)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// [`Deadlines`], and the timerfd that wakes the loop at the earliest.
+pub struct Timers {
+    deadlines: Deadlines,
     fd: TimerFd,
     /// When the timerfd fires next, if armed.
     armed: Option<Instant>,
@@ -31,7 +70,7 @@ impl Timers {
     pub fn new() -> io::Result<Timers> {
         let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
         Ok(Timers {
-            heap: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             fd: TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)?,
             armed: None,
         })
@@ -39,7 +78,7 @@ impl Timers {
 
     /// Adds a deadline for `key`.
     pub fn add(&mut self, when: Instant, key: u64) {
-        self.heap.push(Reverse((when, key)));
+        self.deadlines.add(when, key);
     }
 
     /// Arms the timerfd for the earliest deadline, or `tick` if that comes first (a loop's
@@ -48,13 +87,8 @@ impl Timers {
     /// # Errors
     /// If the timerfd cannot be set.
     pub fn arm(&mut self, tick: Option<Instant>) -> io::Result<()> {
-        let earliest = self.heap.peek().map(|Reverse((when, _))| *when);
-        let next = match (earliest, tick) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => match a.or(b) {
-                Some(next) => next,
-                None => return Ok(()),
-            },
+        let Some(next) = self.deadlines.next(tick) else {
+            return Ok(());
         };
         if self.armed.is_some_and(|armed| armed <= next) {
             return Ok(());
@@ -77,14 +111,7 @@ impl Timers {
 
     /// The key of a deadline passed by `now`, earliest first; `None` when none is left.
     pub fn pop_due(&mut self, now: Instant) -> Option<u64> {
-        match self.heap.peek() {
-            Some(Reverse((when, key))) if *when <= now => {
-                let key = *key;
-                self.heap.pop();
-                Some(key)
-            }
-            _ => None,
-        }
+        self.deadlines.pop_due(now)
     }
 }
 
@@ -110,6 +137,17 @@ mod tests {
         assert_eq!(timers.pop_due(later), Some(1));
         assert_eq!(timers.pop_due(later), Some(2));
         assert_eq!(timers.pop_due(later), None);
+    }
+
+    #[test]
+    fn the_next_wait_is_the_earliest_deadline_or_the_tick() {
+        let mut deadlines = Deadlines::default();
+        let t = Instant::now();
+        assert_eq!(deadlines.next(None), None);
+        assert_eq!(deadlines.next(Some(t)), Some(t));
+        deadlines.add(t + Duration::from_millis(10), 1);
+        assert_eq!(deadlines.next(None), Some(t + Duration::from_millis(10)));
+        assert_eq!(deadlines.next(Some(t)), Some(t));
     }
 
     #[test]
