@@ -8,13 +8,15 @@ use std::process::Command;
 
 use bench_client::output::{read_csv, ResultRow};
 
-const MODELS: [&str; 7] = [
+const MODELS: [&str; 9] = [
     "iterative",
     "fork",
     "threads",
     "pool",
     "prefork",
     "epoll",
+    "sigio",
+    "reuseport",
     "tokio",
 ];
 

@@ -40,15 +40,16 @@ pub struct ServerDef {
     pub reference: bool,
 }
 
-/// Every server the suite knows: the workspace's models, then the reference peers.
+/// Every server the suite knows: the workspace's models, then the reference peers (those
+/// with a worker per core only where the servers may use more than one).
 pub fn servers() -> Vec<ServerDef> {
     let model = |name, bin, model_class| ServerDef {
         name,
         model_class,
-        launch: Launch::Binary(bin),
+        launch: Launch::Binary(bin, &[]),
         reference: false,
     };
-    vec![
+    let mut servers = vec![
         model(
             "iterative",
             "server-iterative",
@@ -57,22 +58,54 @@ pub fn servers() -> Vec<ServerDef> {
         model("fork", "server-fork", "fork per connection"),
         model("threads", "server-threads", "thread per connection"),
         model("pool", "server-pool", "prethreaded pool (32 threads)"),
+        ServerDef {
+            launch: Launch::Binary("server-pool", &["--accept", "handoff"]),
+            ..model(
+                "pool-handoff",
+                "server-pool",
+                "prethreaded pool, an acceptor hands off (32 threads)",
+            )
+        },
         model("prefork", "server-prefork", "preforked pool (32 processes)"),
         model("epoll", "server-epoll", "epoll event loop, one thread"),
+        model("sigio", "server-sigio", "signal-driven I/O, one thread"),
+        model(
+            "reuseport",
+            "server-reuseport",
+            "epoll workers with SO_REUSEPORT, one per core",
+        ),
         model("tokio", "server-tokio", "tokio, work-stealing runtime"),
         ServerDef {
             name: "node",
             model_class: "Node.js event loop (reference)",
-            launch: Launch::Node,
+            launch: Launch::Node(1),
             reference: true,
         },
         ServerDef {
             name: "nginx",
             model_class: "nginx, 1 worker (reference)",
-            launch: Launch::Nginx,
+            launch: Launch::Nginx(1),
             reference: true,
         },
-    ]
+    ];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores > 1 {
+        servers.extend([
+            ServerDef {
+                name: "node-cluster",
+                model_class: "Node.js cluster, a worker per core (reference)",
+                launch: Launch::Node(cores),
+                reference: true,
+            },
+            ServerDef {
+                name: "nginx-workers",
+                model_class: "nginx, a reuseport worker per core (reference)",
+                launch: Launch::Nginx(cores),
+                reference: true,
+            },
+        ]);
+    }
+    servers
 }
 
 /// One cell of a preset: what every server is measured on.
@@ -218,6 +251,32 @@ pub fn presets() -> Vec<Preset> {
                 ),
             ],
             reps: 3,
+        },
+        Preset {
+            name: "models",
+            about: "HTTP hello kept alive at -c 100 and a connection per request at -c 10: \
+                    server CPU per request of each model against epoll's (issue 11)",
+            cells: vec![
+                cell(
+                    "models-keep-alive",
+                    "HTTP hello, keep-alive, 100 connections",
+                    Workload::Hello,
+                    Protocol::Http,
+                    true,
+                    100_000,
+                    100,
+                ),
+                cell(
+                    "models-per-request",
+                    "HTTP hello, a new connection per request, 10 at a time",
+                    Workload::Hello,
+                    Protocol::Http,
+                    false,
+                    20_000,
+                    10,
+                ),
+            ],
+            reps: 5,
         },
         Preset {
             name: "tiny",
@@ -470,7 +529,7 @@ fn measure(
         .filter(|n| !n.is_empty())
         .map(String::from)
         .collect();
-    if !extra.is_empty() && matches!(def.launch, Launch::Binary(_)) {
+    if !extra.is_empty() && matches!(def.launch, Launch::Binary(..)) {
         notes.push(format!("server args: {}", extra.join(" ")));
     }
     match cell.adversary {
