@@ -32,17 +32,17 @@
 //! `SO_REUSEPORT`, never listening, so no connection is ever hashed to it; port 0 becomes the
 //! port every worker joins), forks the workers, waits until each says it listens, and only
 //! then prints the ready line, once. [`worker`] is one worker: a listener of its own, the
-//! epoll loop, until SIGTERM. [`supervise`] replaces a worker that dies; SIGTERM to the
-//! master is passed on to every worker, each drains its connections like `server-epoll`, and
-//! the master exits once all have. SIGTERM to one worker stops that worker alone (it shuts
-//! down its own listener, not a shared one), and the master replaces it. `--max-conns` is per
-//! worker, as nginx's `worker_connections`.
+//! epoll loop, until SIGTERM. The master then replaces a worker that dies
+//! (`serverkit::supervisor`, shared with `server-prefork`); SIGTERM to the master is passed
+//! on to every worker, each drains its connections like `server-epoll`, and the master exits
+//! once all have. SIGTERM to one worker stops that worker alone (it shuts down its own
+//! listener, not a shared one), and the master replaces it. `--max-conns` is per worker, as
+//! nginx's `worker_connections`.
 //!
 //! ```text
 //! server-reuseport --workers 4 --workload delay:100ms
 //! ```
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -50,12 +50,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
 use clap::Parser;
-use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 use server_epoll::EventLoop;
+use serverkit::supervisor::Workers;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
 
 /// Epoll workers with SO_REUSEPORT: a master and a process per core, each with its own
@@ -107,15 +105,13 @@ fn start(cli: &Cli) -> io::Result<()> {
         config: args.config(),
         max_conns: args.max_conns as usize,
     };
-    let mut running = HashSet::new();
+    let mut running = Workers::new("server-reuseport");
     let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC)?;
     for _ in 0..workers {
         match spawn_worker(plan, Some(&ready_write)) {
-            Ok(pid) => {
-                running.insert(pid);
-            }
+            Ok(pid) => running.add(pid),
             Err(e) => {
-                stop(&mut running);
+                running.stop();
                 return Err(e);
             }
         }
@@ -128,15 +124,17 @@ fn start(cli: &Cli) -> io::Result<()> {
         .read_to_end(&mut ready)
         .map(|_| ready.len());
     if listening.as_ref().ok() != Some(&workers) {
-        stop(&mut running);
+        running.stop();
         return Err(io::Error::other("a worker could not listen"));
     }
     if let Err(e) = listener::announce_addr(addr) {
         // Nobody will learn the port: take the workers down too, leaving no orphans.
-        stop(&mut running);
+        running.stop();
         return Err(e);
     }
-    supervise(plan, &mut running);
+    // Replace a worker that dies (it listens when it is ready: no line, no wait) until
+    // SIGTERM; then pass it on, and wait until every worker has drained.
+    running.supervise(|| spawn_worker(plan, None));
     drop(reserved);
     Ok(())
 }
@@ -191,49 +189,4 @@ fn worker(plan: Plan, ready: Option<OwnedFd>, master: u32) -> io::Result<()> {
         File::from(ready).write_all(b"+")?;
     }
     event_loop.run()
-}
-
-/// The master's loop: replace workers that die until shutdown is requested, then stop them.
-fn supervise(plan: Plan, running: &mut HashSet<Pid>) {
-    while !shutdown::requested() {
-        match waitpid(None, None) {
-            Ok(status) => {
-                let Some(pid) = status.pid() else { continue };
-                running.remove(&pid);
-                if shutdown::requested() {
-                    break;
-                }
-                if let WaitStatus::Signaled(_, signal, _) = status {
-                    eprintln!("server-reuseport: worker {pid} killed by {signal}; replacing it");
-                }
-                match spawn_worker(plan, None) {
-                    Ok(pid) => {
-                        running.insert(pid);
-                    }
-                    Err(e) => eprintln!("server-reuseport: cannot replace worker: {e}"),
-                }
-            }
-            Err(Errno::EINTR) => {}
-            Err(_) => break, // ECHILD: no worker left
-        }
-    }
-    stop(running);
-}
-
-/// Passes SIGTERM on to every worker and waits until all have drained and exited.
-fn stop(running: &mut HashSet<Pid>) {
-    for pid in running.iter() {
-        let _ = kill(*pid, Signal::SIGTERM);
-    }
-    while !running.is_empty() {
-        match waitpid(None, None) {
-            Ok(status) => {
-                if let Some(pid) = status.pid() {
-                    running.remove(&pid);
-                }
-            }
-            Err(Errno::EINTR) => {}
-            Err(_) => return,
-        }
-    }
 }

@@ -14,6 +14,7 @@
 //! - [`workload`]: what a request costs: `hello`, `delay:D`, `cpu:D`;
 //! - [`blocking`]: the accept call, and the loop that drives a connection with blocking calls;
 //! - [`shutdown`]: SIGINT/SIGTERM handling (stop accepting, finish what is in flight);
+//! - [`supervisor`]: a master's worker processes (replace the dead, pass SIGTERM on);
 //! - [`timers`]: deadlines and a timerfd, for the event loops.
 #![deny(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod date;
 pub mod http;
 pub mod listener;
 pub mod shutdown;
+pub mod supervisor;
 pub mod timers;
 pub mod workload;
 
