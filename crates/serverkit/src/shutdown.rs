@@ -5,7 +5,9 @@
 //! that socket at once (accept fails with `EINVAL`), so no model needs a watcher thread, which
 //! matters for the fork model: it must not have threads when it forks. Connection loops look at
 //! [`requested`] between requests and at every read tick, answer what they hold and close.
-//! Event loops see their `epoll_wait` return `EINTR` and look at the flag there.
+//! Event loops see their `epoll_wait` return `EINTR` and look at the flag there. (The
+//! signal-driven server installs none of this: it blocks SIGTERM and takes it from the
+//! `sigtimedwait` that brings its other signals.)
 //!
 //! SIGPIPE needs nothing: the Rust runtime ignores it before `main`, so a client that vanishes
 //! mid-response gives a write error (`EPIPE`) on that connection, never a dead server.
