@@ -11,9 +11,15 @@
 //! model, `["--accept", "handoff"]`; a worker count that does not depend on the machine):
 //!
 //! ```ignore
-//! conformance::suite!(env!("CARGO_BIN_EXE_server-pool"), conformance::Model::Concurrent, ["--accept", "handoff"]);
-//! ``` The servers run as separate processes (the fork server must never fork the
-//! test harness), and learn nothing from the tests but bytes on a socket and signals.
+//! conformance::suite!(
+//!     env!("CARGO_BIN_EXE_server-pool"),
+//!     conformance::Model::Concurrent,
+//!     ["--accept", "handoff"]
+//! );
+//! ```
+//!
+//! The servers run as separate processes (the fork server must never fork the test
+//! harness), and learn nothing from the tests but bytes on a socket and signals.
 #![deny(missing_docs)]
 
 pub mod checks;
