@@ -22,17 +22,21 @@
 //! connection per request (the `fcntl` calls); `--signal-queue 0` makes every event
 //! overflow, so every wake-up scans everything (the fallback, measured on its own).
 //!
+//! How it reads: `SignalLoop::run` takes one signal and dispatches it to `on_signal` (a
+//! descriptor's event), `on_overflow` (`SIGIO`) or `begin_shutdown` (SIGTERM), then serves
+//! the deadlines that passed. The protocol is serverkit's [`Connection`], the state machine
+//! every model drives; this file only decides how a connection waits.
+//!
 //! **Edge semantics.** A signal says that something happened, once: it does not come again
 //! for data that sits unread. So after a signal the loop drives the connection until it
-//! would block, and remembers (`readable`, `writable`) what is known: once every event
-//! raises a signal the loop will take, a read that returns less than it asked for has
-//! emptied the socket (whatever arrives later raises a new signal), so no extra read is spent
-//! finding `EAGAIN` on a kept-alive connection; a write that the socket took only
-//! part of waits for the signal that comes when there is room again. A signal carries a
-//! descriptor, not a connection (epoll carries a 64-bit cookie): one queued for a connection
-//! that has since closed, its descriptor reused, reaches the new one, so a signal is only
-//! ever a hint to try, and a closed socket is learnt from `read` or `write`, never from
-//! `si_band`.
+//! would block, and remembers (`readable`, `writable`) what is known. Once every event raises
+//! a signal the loop will take, a read that returns less than it asked for has emptied the
+//! socket (whatever arrives later raises a new signal), so a kept-alive connection spends no
+//! extra read to find `EAGAIN`; a write that the socket took only part of waits for the
+//! signal that comes when there is room again. A signal carries a descriptor, not a
+//! connection (epoll carries a 64-bit cookie): one queued for a connection that has since
+//! closed, its descriptor reused, reaches the new one, so a signal is only ever a hint to
+//! try, and a closed socket is learnt from `read` or `write`, never from `si_band`.
 //!
 //! **Why nobody builds servers this way today.** Around 2000 this was Linux's answer to
 //! C10K (phhttpd; the C10K page's "use F_SETSIG"): the first readiness notification that did
