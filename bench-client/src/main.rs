@@ -32,7 +32,7 @@ enum Command {
     Paper(SuiteArgs),
     /// Run a preset of cells against every server.
     Suite {
-        /// Preset: paper, http or tiny.
+        /// Preset: paper, http, hostile, models or tiny.
         #[arg(long)]
         preset: String,
         #[command(flatten)]
@@ -165,8 +165,9 @@ struct SuiteArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     reps: Option<u32>,
 
-    /// Only these servers, comma-separated (iterative,fork,threads,pool,prefork,epoll,select,poll,
-    /// busypoll,tokio,node,nginx).
+    /// Only these servers, comma-separated (iterative,fork,threads,pool,pool-handoff,prefork,
+    /// epoll,select,poll,busypoll,sigio,reuseport,uring,tokio,node,nginx; node-cluster and
+    /// nginx-workers with more than one core).
     #[arg(long, value_delimiter = ',')]
     servers: Option<Vec<String>>,
 

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use bench_client::output::{read_csv, ResultRow, Status};
 
-const MODELS: [&str; 10] = [
+const MODELS: [&str; 12] = [
     "iterative",
     "fork",
     "threads",
@@ -18,6 +18,8 @@ const MODELS: [&str; 10] = [
     "select",
     "poll",
     "busypoll",
+    "sigio",
+    "reuseport",
     "tokio",
 ];
 

@@ -44,15 +44,16 @@ pub struct ServerDef {
     pub reference: bool,
 }
 
-/// Every server the suite knows: the workspace's models, then the reference peers.
+/// Every server the suite knows: the workspace's models, then the reference peers (those
+/// with a worker per core only where the servers may use more than one).
 pub fn servers() -> Vec<ServerDef> {
     let model = |name, bin, model_class| ServerDef {
         name,
         model_class,
-        launch: Launch::Binary(bin),
+        launch: Launch::Binary(bin, &[]),
         reference: false,
     };
-    vec![
+    let mut servers = vec![
         model(
             "iterative",
             "server-iterative",
@@ -61,26 +62,76 @@ pub fn servers() -> Vec<ServerDef> {
         model("fork", "server-fork", "fork per connection"),
         model("threads", "server-threads", "thread per connection"),
         model("pool", "server-pool", "prethreaded pool (32 threads)"),
+        ServerDef {
+            launch: Launch::Binary("server-pool", &["--accept", "handoff"]),
+            ..model(
+                "pool-handoff",
+                "server-pool",
+                "prethreaded pool, an acceptor hands off (32 threads)",
+            )
+        },
         model("prefork", "server-prefork", "preforked pool (32 processes)"),
         model("epoll", "server-epoll", "epoll event loop, one thread"),
         model("select", "server-select", "select loop, one thread"),
         model("poll", "server-poll", "poll loop, one thread"),
         model("busypoll", "server-busypoll", "busy-poll loop, one thread"),
+        model("sigio", "server-sigio", "signal-driven I/O, one thread"),
+        model(
+            "reuseport",
+            "server-reuseport",
+            "epoll workers with SO_REUSEPORT, one per core",
+        ),
         model("tokio", "server-tokio", "tokio, work-stealing runtime"),
         model("uring", "server-uring", "io_uring completions, one thread"),
         ServerDef {
             name: "node",
             model_class: "Node.js event loop (reference)",
-            launch: Launch::Node,
+            launch: Launch::Node(1),
             reference: true,
         },
         ServerDef {
             name: "nginx",
             model_class: "nginx, 1 worker (reference)",
-            launch: Launch::Nginx,
+            launch: Launch::Nginx(1),
             reference: true,
         },
-    ]
+    ];
+    // A worker per server core: the count is set when a run knows the server's cores
+    // (`PER_CORE` until then), and the rows are left out where the server has only one.
+    servers.extend([
+        ServerDef {
+            name: "node-cluster",
+            model_class: "Node.js cluster, a worker per core (reference)",
+            launch: Launch::Node(PER_CORE),
+            reference: true,
+        },
+        ServerDef {
+            name: "nginx-workers",
+            model_class: "nginx, a reuseport worker per core (reference)",
+            launch: Launch::Nginx(PER_CORE),
+            reference: true,
+        },
+    ]);
+    servers
+}
+
+/// Worker count of a reference row that runs a worker per server core.
+const PER_CORE: usize = 0;
+
+/// The server as it runs on `server_cores` cores: a worker-per-core reference row gets its
+/// count, or is left out (`None`) where the server has one core (it would repeat its
+/// one-worker row).
+fn on_cores(mut def: ServerDef, server_cores: usize) -> Option<ServerDef> {
+    match &mut def.launch {
+        Launch::Node(n) | Launch::Nginx(n) if *n == PER_CORE => {
+            if server_cores < 2 {
+                return None;
+            }
+            *n = server_cores;
+        }
+        _ => {}
+    }
+    Some(def)
 }
 
 /// One cell of a preset: what every server is measured on.
@@ -228,6 +279,32 @@ pub fn presets() -> Vec<Preset> {
             reps: 3,
         },
         Preset {
+            name: "models",
+            about: "HTTP hello kept alive at -c 100 and a connection per request at -c 10: \
+                    server CPU per request of each model against epoll's (issue 11)",
+            cells: vec![
+                cell(
+                    "models-keep-alive",
+                    "HTTP hello, keep-alive, 100 connections",
+                    Workload::Hello,
+                    Protocol::Http,
+                    true,
+                    100_000,
+                    100,
+                ),
+                cell(
+                    "models-per-request",
+                    "HTTP hello, a new connection per request, 10 at a time",
+                    Workload::Hello,
+                    Protocol::Http,
+                    false,
+                    20_000,
+                    10,
+                ),
+            ],
+            reps: 5,
+        },
+        Preset {
             name: "tiny",
             about: "a seconds-long smoke run of every server (used by the tests)",
             cells: vec![
@@ -297,12 +374,23 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
     let machine = Machine::describe();
     opts.placement.pin_client().map_err(io::Error::from)?;
     let run_id = meta::new_run_id();
+    let server_cores = opts.placement.server_cores(&placement::allowed_cores());
     let servers: Vec<ServerDef> = servers()
         .into_iter()
         .filter(|s| {
             opts.only
                 .as_ref()
                 .is_none_or(|only| only.iter().any(|o| o == s.name))
+        })
+        .filter_map(|s| {
+            let name = s.name;
+            let placed = on_cores(s, server_cores);
+            if placed.is_none() {
+                log(&format!(
+                    "{name}: left out (a worker per core, and the servers have one core)"
+                ));
+            }
+            placed
         })
         .collect();
     let builds: Vec<String> = servers
@@ -532,7 +620,7 @@ fn measure(
         .filter(|n| !n.is_empty())
         .map(String::from)
         .collect();
-    if !extra.is_empty() && matches!(def.launch, Launch::Binary(_)) {
+    if !extra.is_empty() && matches!(def.launch, Launch::Binary(..)) {
         notes.push(format!("server args: {}", extra.join(" ")));
     }
     // The hostile clients' requests that the server answered count as requests it served.

@@ -110,6 +110,14 @@ impl Placement {
         }
     }
 
+    /// Cores the servers may use.
+    pub fn server_cores(&self, allowed: &[usize]) -> usize {
+        match self {
+            Placement::Shared => allowed.len(),
+            Placement::Split { server, .. } => server.len(),
+        }
+    }
+
     /// Pins the calling thread (and the threads it starts from now on) to the client's cores.
     ///
     /// # Errors

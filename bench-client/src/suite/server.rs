@@ -23,12 +23,13 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How a server is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Launch {
-    /// An archbench server binary (found in the bin directory).
-    Binary(&'static str),
-    /// The Node.js reference server (`scripts/node/server.js`).
-    Node,
-    /// nginx with one worker.
-    Nginx,
+    /// An archbench server binary (found in the bin directory), with these flags.
+    Binary(&'static str, &'static [&'static str]),
+    /// The Node.js reference server (`scripts/node/server.js`) with this many processes
+    /// (more than 1: the `cluster` module, a worker per process).
+    Node(usize),
+    /// nginx with this many workers (more than 1: each with its own `reuseport` listener).
+    Nginx(usize),
 }
 
 /// Where to find what the servers need.
@@ -91,9 +92,9 @@ impl NotStarted {
 /// What the row says of the server measured: a hash of its binary, or a peer's version.
 pub fn build_of(launch: &Launch, places: &Locations) -> String {
     match launch {
-        Launch::Binary(bin) => meta::file_hash(&places.bin_dir.join(bin)),
-        Launch::Node => meta::version_of("node", "--version"),
-        Launch::Nginx => which("nginx").map_or("NA".into(), |nginx| {
+        Launch::Binary(bin, _) => meta::file_hash(&places.bin_dir.join(bin)),
+        Launch::Node(_) => meta::version_of("node", "--version"),
+        Launch::Nginx(_) => which("nginx").map_or("NA".into(), |nginx| {
             meta::version_of(nginx.to_str().unwrap_or("nginx"), "-v")
                 .trim_start_matches("nginx version: ")
                 .to_string()
@@ -183,7 +184,7 @@ pub fn start(
     ]
     .map(String::from);
     let (mut command, nginx) = match launch {
-        Launch::Binary(bin) => {
+        Launch::Binary(bin, args) => {
             let path = places.bin_dir.join(bin);
             if !path.is_file() {
                 return Err(NotStarted::failed(format!(
@@ -192,10 +193,10 @@ pub fn start(
                 )));
             }
             let mut c = Command::new(path);
-            c.args(&contract_args).args(extra_args);
+            c.args(&contract_args).args(*args).args(extra_args);
             (c, None)
         }
-        Launch::Node => {
+        Launch::Node(workers) => {
             let script = places
                 .repo_root
                 .as_ref()
@@ -209,11 +210,14 @@ pub fn start(
             }
             let mut c = Command::new("node");
             c.arg(script).args(&contract_args);
+            if *workers > 1 {
+                c.args(["--workers", &workers.to_string()]);
+            }
             (c, None)
         }
-        Launch::Nginx => {
+        Launch::Nginx(workers) => {
             let (c, dir, addr) =
-                nginx_command(workload, protocol).map_err(NotStarted::unavailable)?;
+                nginx_command(workload, protocol, *workers).map_err(NotStarted::unavailable)?;
             (c, Some((dir, addr)))
         }
     };
@@ -310,14 +314,17 @@ fn which(program: &str) -> Option<PathBuf> {
 fn nginx_command(
     workload: Workload,
     protocol: Protocol,
+    workers: usize,
 ) -> Result<(Command, PathBuf, SocketAddr), String> {
     let nginx = which("nginx").ok_or("nginx is not installed (apt-get install nginx-light)")?;
     let port = free_port().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("archbench-nginx-{}-{port}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let d = dir.display();
+    // Several workers: a listener each (SO_REUSEPORT), as server-reuseport.
+    let reuseport = if workers > 1 { " reuseport" } else { "" };
     let common = format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+        "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 16384; }}\n"
     );
     let conf = match (protocol, workload) {
@@ -327,14 +334,14 @@ fn nginx_command(
                 return Err("nginx has no stream module for the raw protocol (apt-get install libnginx-mod-stream)".into());
             }
             format!(
-                "load_module {};\n{common}stream {{ server {{ listen 127.0.0.1:{port} backlog=4096; return \"HelloWorld\\n\"; }} }}\n",
+                "load_module {};\n{common}stream {{ server {{ listen 127.0.0.1:{port} backlog=4096{reuseport}; return \"HelloWorld\\n\"; }} }}\n",
                 module.display()
             )
         }
         (Protocol::Http, Workload::Hello) => format!(
             "{common}http {{ access_log off; keepalive_requests 100000000; client_body_temp_path {d}; \
              proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port} backlog=4096; default_type text/plain; \
+             server {{ listen 127.0.0.1:{port} backlog=4096{reuseport}; default_type text/plain; \
              location / {{ return 200 \"HelloWorld\\n\"; }} }} }}\n"
         ),
         (_, other) => {

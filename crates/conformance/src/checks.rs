@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -298,8 +298,7 @@ pub fn bad_flags_exit_2_with_one_line(bin: &str, _: Model) {
         &["--workload", "sleep:1s"],
         &["--workload", "delay:5"],
     ] {
-        let output = Command::new(bin)
-            .args(args)
+        let output = crate::server::command(bin, args)
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -443,9 +442,9 @@ pub fn out_of_descriptors_keeps_serving_and_recovers(bin: &str, _: Model) {
         }
     }
     if profile(bin).spins_by_design.is_none() {
-        let before = server.cpu_ticks();
+        let before = server.tree_cpu_ticks();
         thread::sleep(Duration::from_secs(1));
-        let spent = server.cpu_ticks() - before;
+        let spent = server.tree_cpu_ticks() - before;
         assert!(
             spent <= 15,
             "spun while out of descriptors: {spent} ticks of CPU in 1 s"
@@ -522,8 +521,7 @@ pub fn sigterm_under_load_answers_every_request_in_flight(bin: &str, model: Mode
 /// Binding beyond loopback works, and says on stderr that the server is then reachable.
 pub fn binding_beyond_loopback_warns(bin: &str, _: Model) {
     use std::io::{BufRead, BufReader, Read};
-    let mut child = Command::new(bin)
-        .args(["--addr", "0.0.0.0:0"])
+    let mut child = crate::server::command(bin, &["--addr", "0.0.0.0:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -577,7 +575,7 @@ pub fn max_conns_caps_what_clients_get(bin: &str) -> (usize, usize) {
 /// What the checks need to know of a server beyond its [`Model`], by binary name.
 pub struct Profile {
     /// Flags that cap it at 2 connections served at once.
-    pub cap_of_two: [&'static str; 2],
+    pub cap_of_two: &'static [&'static str],
     /// Why the server process cannot run out of descriptors (it holds few, whatever the
     /// clients do), or `None` when it can and must then say so.
     pub descriptors_bounded: Option<&'static str>,
@@ -592,9 +590,11 @@ pub fn profile(bin: &str) -> Profile {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(bin);
-    let cap_of_two = match name {
-        "server-pool" | "server-prefork" => ["--workers", "2"],
-        _ => ["--max-conns", "2"],
+    let cap_of_two: &[&str] = match name {
+        "server-pool" | "server-prefork" => &["--workers", "2"],
+        // The cap is per worker, and the kernel spreads connections blind to it.
+        "server-reuseport" => &["--workers", "1", "--max-conns", "2"],
+        _ => &["--max-conns", "2"],
     };
     let descriptors_bounded = match name {
         "server-iterative" => Some("it holds one connection at a time"),
@@ -781,7 +781,7 @@ pub fn close_wins_in_a_connection_token_list(bin: &str, _: Model) {
 /// The server at its cap (2 connections held by idle keep-alive clients, a third waiting in
 /// the backlog) still drains and exits 0 on SIGTERM.
 pub fn sigterm_at_the_cap_drains_and_exits(bin: &str, model: Model) {
-    let mut server = Server::start(bin, &profile(bin).cap_of_two);
+    let mut server = Server::start(bin, profile(bin).cap_of_two);
     let holders = if model == Model::Iterative { 1 } else { 2 };
     let mut held: Vec<Conn> = (0..holders)
         .map(|_| {
@@ -956,8 +956,7 @@ pub fn a_server_that_cannot_announce_exits(bin: &str, _: Model) {
     if profile(bin).cap_of_two[0] == "--workers" {
         args.extend(["--workers", "2"]); // a few workers, quick to start and to stop
     }
-    let mut child = Command::new(bin)
-        .args(&args)
+    let mut child = crate::server::command(bin, &args)
         .stdin(Stdio::null())
         .stdout(crate::server::failing_stdout())
         .stderr(Stdio::piped())
@@ -976,4 +975,43 @@ pub fn a_server_that_cannot_announce_exits(bin: &str, _: Model) {
         thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(status.code(), Some(1));
+}
+
+/// A server of processes whose master cannot write its ready line takes its workers down
+/// with it: no orphan is left serving a port nobody knows. Makes the calling test process a
+/// subreaper and reaps any child: call it from a test binary of its own.
+pub fn a_failed_announce_leaves_no_worker_behind(bin: &str, args: &[&str]) {
+    // Orphans are re-parented to the nearest subreaper: make that this test process, so any
+    // worker left behind shows up among our children.
+    // SAFETY: prctl with an integer argument; affects only this process.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+    let mut child = crate::server::command(bin, &[&["--addr", "127.0.0.1:0"], args].concat())
+        .stdin(Stdio::null())
+        .stdout(crate::server::failing_stdout())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let start = Instant::now();
+    loop {
+        // Reap anything re-parented to us that has exited, then look at what is left.
+        // SAFETY: waitpid on any child, not blocking.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        let left = crate::server::children_of(std::process::id());
+        if left.is_empty() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(3) {
+            for pid in &left {
+                // SAFETY: kill(2) on our own (adopted) children, to clean up.
+                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+            }
+            panic!("workers left behind: {left:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -7,8 +7,19 @@
 //! ```
 //!
 //! which expands into one `#[test]` per check in [`checks`], so a failure names the server and
-//! the behaviour. The servers run as separate processes (the fork server must never fork the
-//! test harness), and learn nothing from the tests but bytes on a socket and signals.
+//! the behaviour. A third argument gives flags the server gets in every check (a variant of a
+//! model, `["--accept", "handoff"]`; a worker count that does not depend on the machine):
+//!
+//! ```ignore
+//! conformance::suite!(
+//!     env!("CARGO_BIN_EXE_server-pool"),
+//!     conformance::Model::Concurrent,
+//!     ["--accept", "handoff"]
+//! );
+//! ```
+//!
+//! The servers run as separate processes (the fork server must never fork the test
+//! harness), and learn nothing from the tests but bytes on a socket and signals.
 #![deny(missing_docs)]
 
 pub mod checks;
@@ -34,10 +45,16 @@ pub enum Model {
 #[macro_export]
 macro_rules! suite {
     ($bin:expr, $model:expr) => {
-        $crate::suite!($bin, $model, skip_if: || None::<String>);
+        $crate::suite!($bin, $model, [], skip_if: || None::<String>);
     };
     ($bin:expr, $model:expr, skip_if: $skip:expr) => {
-        $crate::suite!(@tests $bin, $model, $skip;
+        $crate::suite!($bin, $model, [], skip_if: $skip);
+    };
+    ($bin:expr, $model:expr, [$($arg:expr),* $(,)?]) => {
+        $crate::suite!($bin, $model, [$($arg),*], skip_if: || None::<String>);
+    };
+    ($bin:expr, $model:expr, [$($arg:expr),* $(,)?], skip_if: $skip:expr) => {
+        $crate::suite!(@tests $bin, $model, [$($arg),*], $skip;
             keep_alive_serves_100_sequential_requests,
             connection_close_closes,
             http10_closes_unless_keep_alive,
@@ -75,7 +92,7 @@ macro_rules! suite {
             a_server_that_cannot_announce_exits,
         );
     };
-    (@tests $bin:expr, $model:expr, $skip:expr; $($check:ident),* $(,)?) => {
+    (@tests $bin:expr, $model:expr, $args:tt, $skip:expr; $($check:ident),* $(,)?) => {
         $(
             #[test]
             fn $check() {
@@ -83,6 +100,7 @@ macro_rules! suite {
                     $crate::server::say_skipped(stringify!($check), &reason);
                     return;
                 }
+                $crate::server::set_extra_args(&$args);
                 $crate::checks::$check($bin, $model);
             }
         )*

@@ -2,7 +2,38 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Flags every server of this test binary gets ([`set_extra_args`]).
+static EXTRA_ARGS: OnceLock<&'static [&'static str]> = OnceLock::new();
+
+/// Gives every server this test binary starts `args` too (pairs of `--flag value`), before the
+/// flags of the check, which win: a check that sets the same flag drops the pair. Set by
+/// [`crate::suite!`]'s third argument; the same for the whole test binary.
+///
+/// # Panics
+/// If called with different flags in the same test binary.
+pub fn set_extra_args(args: &'static [&'static str]) {
+    assert_eq!(
+        *EXTRA_ARGS.get_or_init(|| args),
+        args,
+        "one set of flags per test binary"
+    );
+}
+
+/// A command for `bin` with `args`, after the flags of [`set_extra_args`] that `args` does not
+/// set itself.
+pub fn command(bin: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(bin);
+    for pair in EXTRA_ARGS.get().copied().unwrap_or_default().chunks(2) {
+        if !args.contains(&pair[0]) {
+            command.args(pair);
+        }
+    }
+    command.args(args);
+    command
+}
 
 /// How long a server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,8 +88,7 @@ impl Server {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("stderr file")),
             None => Stdio::inherit(),
         };
-        let mut command = Command::new(bin);
-        command.args(["--addr", "127.0.0.1:0"]).args(args);
+        let mut command = command(bin, &[&["--addr", "127.0.0.1:0"], args].concat());
         if let Some(limit) = limit {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
@@ -230,7 +260,7 @@ impl Drop for Server {
 }
 
 /// Pids of the live child processes of `pid` (of every one of its threads).
-fn children_of(pid: u32) -> Vec<u32> {
+pub fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()

@@ -14,26 +14,23 @@
 //! blocked `accept` per connection. The parent only supervises: it waits for a worker to exit
 //! and replaces it (a worker sent SIGTERM on its own finishes its connection and exits, and
 //! service goes on); on SIGTERM to the parent it passes the signal on, and waits for every
-//! worker to finish what it holds.
+//! worker to finish what it holds (`serverkit::supervisor`, shared with `server-reuseport`).
 //!
 //! ```text
 //! server-prefork --workers 8 --workload delay:100ms
 //! ```
 
-use std::collections::HashSet;
 use std::io;
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serverkit::blocking::{self, Accepted};
 use serverkit::connection::Connection;
 use serverkit::date::SharedDate;
+use serverkit::supervisor::Workers;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
 
 /// The cached `Date` header. Every worker has its own copy of this `static` (a forked process
@@ -61,24 +58,23 @@ fn start(cli: &Cli) -> io::Result<()> {
     let listener = listener::bind(&cli.server)?;
     shutdown::install(&listener)?;
     let config = cli.server.config();
-    let mut workers = HashSet::new();
+    let mut workers = Workers::new("server-prefork");
     for _ in 0..cli.workers {
         match spawn_worker(&listener, &config) {
-            Ok(pid) => {
-                workers.insert(pid);
-            }
+            Ok(pid) => workers.add(pid),
             Err(e) => {
-                stop(&mut workers);
+                workers.stop();
                 return Err(e);
             }
         }
     }
     if let Err(e) = listener::announce(&listener) {
         // Nobody will learn the port: take the workers down too, leaving no orphans.
-        stop(&mut workers);
+        workers.stop();
         return Err(e);
     }
-    supervise(&listener, &config, &mut workers);
+    // The parent's loop: replace workers that die until SIGTERM, then pass it on and wait.
+    workers.supervise(|| spawn_worker(&listener, &config));
     Ok(())
 }
 
@@ -110,51 +106,6 @@ fn worker(listener: &TcpListener, config: &ServerConfig) {
             Accepted::Conn(stream) => blocking::serve_connection(stream, &mut conn, &DATE),
             Accepted::Tick => {}
             Accepted::Shutdown => return,
-        }
-    }
-}
-
-/// The parent's loop: replace workers that die until shutdown is requested.
-fn supervise(listener: &TcpListener, config: &ServerConfig, workers: &mut HashSet<Pid>) {
-    while !shutdown::requested() {
-        match waitpid(None, None) {
-            Ok(status) => {
-                let Some(pid) = status.pid() else { continue };
-                workers.remove(&pid);
-                if shutdown::requested() {
-                    break;
-                }
-                if let WaitStatus::Signaled(_, signal, _) = status {
-                    eprintln!("server-prefork: worker {pid} killed by {signal}; replacing it");
-                }
-                match spawn_worker(listener, config) {
-                    Ok(pid) => {
-                        workers.insert(pid);
-                    }
-                    Err(e) => eprintln!("server-prefork: cannot replace worker: {e}"),
-                }
-            }
-            Err(Errno::EINTR) => {}
-            Err(_) => break, // ECHILD: no worker left
-        }
-    }
-    stop(workers);
-}
-
-/// Passes SIGTERM on to every worker and waits for all of them.
-fn stop(workers: &mut HashSet<Pid>) {
-    for pid in workers.iter() {
-        let _ = kill(*pid, Signal::SIGTERM);
-    }
-    while !workers.is_empty() {
-        match waitpid(None, None) {
-            Ok(status) => {
-                if let Some(pid) = status.pid() {
-                    workers.remove(&pid);
-                }
-            }
-            Err(Errno::EINTR) => {}
-            Err(_) => return,
         }
     }
 }

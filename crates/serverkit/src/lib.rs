@@ -16,7 +16,8 @@
 //! - [`nonblocking`]: accepting, reading and driving a connection on non-blocking sockets, for
 //!   the single-threaded loops;
 //! - [`shutdown`]: SIGINT/SIGTERM handling (stop accepting, finish what is in flight);
-//! - [`timers`]: deadlines, and a timerfd, for the single-threaded loops.
+//! - [`supervisor`]: a master's worker processes (replace the dead, pass SIGTERM on);
+//! - [`timers`]: deadlines and a timerfd, for the event loops.
 #![deny(missing_docs)]
 
 pub mod blocking;
@@ -27,6 +28,7 @@ pub mod http;
 pub mod listener;
 pub mod nonblocking;
 pub mod shutdown;
+pub mod supervisor;
 pub mod timers;
 pub mod workload;
 

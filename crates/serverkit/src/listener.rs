@@ -28,6 +28,18 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// # Errors
 /// Any socket error (address in use, permission denied, ...).
 pub fn bind(args: &ServerArgs) -> io::Result<TcpListener> {
+    let socket = reserve(args)?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Everything [`bind`] does but `listen`: the socket holds the address and receives no
+/// connection. The reuseport server's master holds its port this way (port 0 becomes a
+/// chosen port), and its workers [`join`] it.
+///
+/// # Errors
+/// Any socket error (address in use, permission denied, ...).
+pub fn reserve(args: &ServerArgs) -> io::Result<Socket> {
     raise_fd_limit();
     if !args.addr.ip().is_loopback() {
         eprintln!(
@@ -36,17 +48,32 @@ pub fn bind(args: &ServerArgs) -> io::Result<TcpListener> {
             args.addr
         );
     }
-    let socket = Socket::new(Domain::for_address(args.addr), Type::STREAM, None)?;
+    bound(args.addr, args.reuseport)
+}
+
+/// A listener of its own on `addr`, an address [`reserve`]d with `SO_REUSEPORT`: it joins
+/// the group of listeners among which the kernel spreads the connections to that address.
+///
+/// # Errors
+/// Any socket error (the address was not reserved with `SO_REUSEPORT`, ...).
+pub fn join(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = bound(addr, true)?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A socket with the options every listener has, bound to `addr`.
+fn bound(addr: SocketAddr, reuseport: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
-    if args.reuseport {
+    if reuseport {
         socket.set_reuse_port(true)?;
     }
     socket.set_nodelay(true)?;
     socket.set_read_timeout(Some(TICK))?;
     socket.set_write_timeout(Some(TICK))?;
-    socket.bind(&args.addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// Raises the soft limit on open descriptors to the hard limit (as nginx's
@@ -132,6 +159,36 @@ mod tests {
             idle_timeout: Duration::from_secs(5),
             headers: crate::http::Headers::Standard,
         }
+    }
+
+    #[test]
+    fn listeners_that_join_a_reserved_address_share_its_connections() {
+        let reserved = reserve(&ServerArgs {
+            reuseport: true,
+            ..args()
+        })
+        .unwrap();
+        let addr = reserved.local_addr().unwrap().as_socket().unwrap();
+        assert_ne!(addr.port(), 0, "port 0 became a chosen port");
+        let group = [join(addr).unwrap(), join(addr).unwrap()];
+        let clients: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut accepted = 0;
+        for listener in &group {
+            listener.set_nonblocking(true).unwrap();
+            while listener.accept().is_ok() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(
+            accepted,
+            clients.len(),
+            "every connection reached a joined listener"
+        );
+        assert!(
+            reserved.accept().is_err(),
+            "the reserving socket does not listen"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! that socket at once (accept fails with `EINVAL`), so no model needs a watcher thread, which
 //! matters for the fork model: it must not have threads when it forks. Connection loops look at
 //! [`requested`] between requests and at every read tick, answer what they hold and close.
-//! Event loops see their `epoll_wait` return `EINTR` and look at the flag there.
+//! Event loops see their `epoll_wait` return `EINTR` and look at the flag there. (The
+//! signal-driven server installs none of this: it blocks SIGTERM and takes it from the
+//! `sigtimedwait` that brings its other signals.)
 //!
 //! SIGPIPE needs nothing: the Rust runtime ignores it before `main`, so a client that vanishes
 //! mid-response gives a write error (`EPIPE`) on that connection, never a dead server.
@@ -44,6 +46,21 @@ extern "C" fn on_signal(_signal: libc::c_int) {
 /// If `sigaction` fails.
 pub fn install(listener: &impl AsRawFd) -> io::Result<()> {
     LISTENER_FD.store(listener.as_raw_fd(), Ordering::SeqCst);
+    install_handler()
+}
+
+/// Installs the SIGINT/SIGTERM handler for a process that accepts nothing (a master that only
+/// supervises its workers): the signal sets the flag and interrupts its blocking call
+/// (`waitpid`) with `EINTR`.
+///
+/// # Errors
+/// If `sigaction` fails.
+pub fn install_without_listener() -> io::Result<()> {
+    LISTENER_FD.store(-1, Ordering::SeqCst);
+    install_handler()
+}
+
+fn install_handler() -> io::Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::empty(),

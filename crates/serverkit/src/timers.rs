@@ -6,8 +6,10 @@
 //! 2); a timerfd has nanoseconds. Why one timerfd and a heap, not one per connection: a
 //! timer costs a heap push, not a descriptor and three syscalls.
 //!
-//! The heap alone is [`Deadlines`], for a loop that never waits (the busy-polling server looks
-//! at it on every pass); [`Timers`] is the heap and the timerfd that wakes a loop that does.
+//! The heap alone is [`Deadlines`], for a loop that waits some other way or not at all: the
+//! busy-polling server looks at it on every pass, and the signal-driven server passes the
+//! earliest as the timeout of `sigtimedwait` (nanoseconds too), because a timerfd cannot raise
+//! a signal (it refuses `O_ASYNC`). [`Timers`] is the heap and the timerfd that wakes a loop.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-/// Deadlines, each with a key (a connection's token), earliest first.
+/// Deadlines, each with a key (a connection's token), earliest first: a binary heap.
 #[derive(Default)]
 pub struct Deadlines {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -30,9 +32,14 @@ impl Deadlines {
         self.heap.push(Reverse((when, key)));
     }
 
-    /// The earliest deadline, if any.
-    pub fn earliest(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((when, _))| *when)
+    /// The earliest deadline, or `tick` if that comes first (a loop's periodic sweep; `None`
+    /// when it needs none); `None` when there is nothing to wait for.
+    pub fn next(&self, tick: Option<Instant>) -> Option<Instant> {
+        let earliest = self.heap.peek().map(|Reverse((when, _))| *when);
+        match (earliest, tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The key of a deadline passed by `now`, earliest first; `None` when none is left.
@@ -48,7 +55,7 @@ impl Deadlines {
     }
 }
 
-/// [`Deadlines`], and the timerfd that wakes the loop for the earliest.
+/// [`Deadlines`], and the timerfd that wakes the loop at the earliest.
 pub struct Timers {
     deadlines: Deadlines,
     fd: TimerFd,
@@ -81,12 +88,8 @@ impl Timers {
     /// # Errors
     /// If the timerfd cannot be set.
     pub fn arm(&mut self, tick: Option<Instant>) -> io::Result<()> {
-        let next = match (self.deadlines.earliest(), tick) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => match a.or(b) {
-                Some(next) => next,
-                None => return Ok(()),
-            },
+        let Some(next) = self.deadlines.next(tick) else {
+            return Ok(());
         };
         if self.armed.is_some_and(|armed| armed <= next) {
             return Ok(());
@@ -135,6 +138,17 @@ mod tests {
         assert_eq!(timers.pop_due(later), Some(1));
         assert_eq!(timers.pop_due(later), Some(2));
         assert_eq!(timers.pop_due(later), None);
+    }
+
+    #[test]
+    fn the_next_wait_is_the_earliest_deadline_or_the_tick() {
+        let mut deadlines = Deadlines::default();
+        let t = Instant::now();
+        assert_eq!(deadlines.next(None), None);
+        assert_eq!(deadlines.next(Some(t)), Some(t));
+        deadlines.add(t + Duration::from_millis(10), 1);
+        assert_eq!(deadlines.next(None), Some(t + Duration::from_millis(10)));
+        assert_eq!(deadlines.next(Some(t)), Some(t));
     }
 
     #[test]
