@@ -82,7 +82,7 @@ load() { # load-name count -> prints the answered requests
 
 warmup() { load "$1" $(( requests / 10 > 2000 ? requests / 10 : 2000 )) >/dev/null; }
 
-schedstat_ns() { cat /proc/"$server_pid"/task/*/schedstat | awk '{ s += $1 } END { print s }'; }
+schedstat_ns() { cat /proc/"$server_pid"/task/*/schedstat | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 ticks() { awk '{ sub(/.*\) /, ""); print $12, $13 }' /proc/"$server_pid"/stat; } # utime stime
 
 if [ $cpu = 0 ]; then

@@ -129,8 +129,17 @@ impl Machine {
             .unwrap_or(0);
         let git_rev = match git(&["rev-parse", "--short", "HEAD"]).filter(|s| !s.is_empty()) {
             Some(rev) => {
-                let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                    .is_some_and(|s| !s.is_empty());
+                // Uncommitted changes to what is measured; results/ (rewritten by the runs
+                // themselves) does not count.
+                let dirty = git(&[
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=no",
+                    "--",
+                    ".",
+                    ":(exclude)results",
+                ])
+                .is_some_and(|s| !s.is_empty());
                 if dirty {
                     format!("{rev}+dirty")
                 } else {
