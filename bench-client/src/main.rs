@@ -38,6 +38,18 @@ enum Command {
         #[command(flatten)]
         args: SuiteArgs,
     },
+    /// Write a run's Markdown report again from its CSV (e.g. after the report code changed):
+    /// results/<preset>/latest.md, or --out.
+    Report {
+        /// Preset the rows were measured with.
+        #[arg(long)]
+        preset: String,
+        /// The run's CSV (its rows; a file holding several runs is reported as the last run).
+        csv: PathBuf,
+        /// Where to write the report (default: latest.md beside the CSV).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Merge saved latency histograms (from --save-hist, e.g. from several hosts) and print
     /// their percentiles.
     Merge {
@@ -202,6 +214,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load_command(*args),
         Command::Paper(args) => suite_command("paper", args),
         Command::Suite { preset, args } => suite_command(&preset, args),
+        Command::Report { preset, csv, out } => report_command(&preset, &csv, out),
         Command::Merge { files } => merge_command(&files),
     }
 }
@@ -411,6 +424,40 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
+}
+
+fn report_command(preset: &str, csv: &std::path::Path, out: Option<PathBuf>) -> ExitCode {
+    if let Err(e) = suite::preset(preset) {
+        return usage_error(&e);
+    }
+    let rows = match output::read_csv(csv) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("bench-client: cannot read {}: {e}", csv.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // The last run in the file.
+    let last = rows.last().map(|r| r.run_id.clone()).unwrap_or_default();
+    let rows: Vec<_> = rows.into_iter().filter(|r| r.run_id == last).collect();
+    let name = csv
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = match suite::report_from_rows(preset, &rows, &name) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("bench-client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = out.unwrap_or_else(|| csv.with_file_name("latest.md"));
+    if let Err(e) = output::write_atomic(&out, text.as_bytes()) {
+        eprintln!("bench-client: cannot write {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    println!("wrote {}", out.display());
     ExitCode::SUCCESS
 }
 

@@ -26,15 +26,16 @@ impl<'de, T: std::str::FromStr> Deserialize<'de> for Na<T> {
         #[serde(untagged)]
         enum Raw {
             Bool(bool),
-            Text(String),
-            Float(f64),
+            // Integers before floats: a u64 (a seed) must not round through an f64.
             Int(u64),
+            Float(f64),
+            Text(String),
         }
         let text = match Raw::deserialize(d)? {
             Raw::Bool(b) => b.to_string(),
-            Raw::Text(t) => t,
-            Raw::Float(f) => f.to_string(),
             Raw::Int(i) => i.to_string(),
+            Raw::Float(f) => f.to_string(),
+            Raw::Text(t) => t,
         };
         if text == "NA" || text.is_empty() {
             return Ok(Na(None));
@@ -572,6 +573,7 @@ mod tests {
         let first = ResultRow::example();
         let second = ResultRow {
             repetition: 2,
+            seed: Na(Some(1_795_455_982_570_851_685)),
             lat_p99_ms: Na(None),
             ..ResultRow::example()
         };

@@ -70,18 +70,32 @@ pub fn estimate(values: &[f64], rng: &mut fastrand::Rng) -> Option<Estimate> {
     Some(Estimate { median, low, high })
 }
 
-/// The ratio of the medians of `a` and `b`, with a bootstrap 95 % interval (each resampled on
-/// its own); `None` when either is empty or `b`'s median is not positive.
-pub fn ratio(a: &[f64], b: &[f64], rng: &mut fastrand::Rng) -> Option<Estimate> {
-    let (ma, mb) = (median(a)?, median(b)?);
+/// The ratio of the medians of two rows measured in the same repetitions, with a bootstrap
+/// interval: `pairs` holds, per repetition, the two rows' values. Repetitions are resampled
+/// as pairs, because repetition k of every row ran at about the same moment: a slow minute of
+/// the machine moves both sides together and cancels in the ratio (a row against itself is
+/// exactly 1). `None` when empty or the second median is not positive.
+pub fn paired_ratio(pairs: &[(f64, f64)], rng: &mut fastrand::Rng) -> Option<Estimate> {
+    let a: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let b: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    let (ma, mb) = (median(&a)?, median(&b)?);
     if mb <= 0.0 {
         return None;
     }
     let (mut sa, mut sb) = (Vec::new(), Vec::new());
-    let draws = (0..RESAMPLES)
-        .map(|_| resampled_median(a, rng, &mut sa) / resampled_median(b, rng, &mut sb))
+    let draws: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            sa.clear();
+            sb.clear();
+            for _ in 0..pairs.len() {
+                let (x, y) = pairs[rng.usize(..pairs.len())];
+                sa.push(x);
+                sb.push(y);
+            }
+            median(&sa).unwrap_or(f64::NAN) / median(&sb).unwrap_or(f64::NAN)
+        })
         .filter(|r| r.is_finite())
-        .collect::<Vec<_>>();
+        .collect();
     if draws.is_empty() {
         return None;
     }
@@ -146,9 +160,9 @@ fn verdict(a: &Ranked, b: &Ranked) -> Verdict {
     }
 }
 
-/// Sorts the items by median (highest first when `descending`) and writes them as
-/// `a > b ≈ c`: `>` (or `<`) only where the neighbours' intervals separate and they are not
-/// both limited.
+/// Sorts the items by median (highest first when `descending`) and writes them in tiers,
+/// `a > b ≈ c`: `>` (or `<`) where an item separates from the first of the tier before it
+/// (and they are not both limited), `≈` where it does not.
 pub fn ranking(items: &mut [Ranked], descending: bool) -> String {
     items.sort_by(|x, y| {
         let o = x.estimate.median.total_cmp(&y.estimate.median);
@@ -158,13 +172,23 @@ pub fn ranking(items: &mut [Ranked], descending: bool) -> String {
             o
         }
     });
+    // Tiers: an item joins the current tier (`≈`) while its interval overlaps the tier's
+    // first item's; otherwise it starts the next tier (`>` or `<`). So `a ≈ b < c` says that
+    // b is tied with a, and c is separated from a.
     let mut out = String::new();
+    let mut head = 0;
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
-            let sep = match verdict(&items[i - 1], item) {
+            let sep = match verdict(&items[head], item) {
                 Verdict::Tied => " ≈ ",
-                _ if descending => " > ",
-                _ => " < ",
+                _ => {
+                    head = i;
+                    if descending {
+                        " > "
+                    } else {
+                        " < "
+                    }
+                }
             };
             out.push_str(sep);
         }
@@ -250,6 +274,16 @@ mod tests {
         ];
         assert_eq!(ranking(&mut items, true), "fast ≈ close > slow");
         assert_eq!(ranking(&mut items, false), "slow < close ≈ fast");
+        // Tiers: b ties a and c ties b, but c is apart from a: a new tier.
+        let x = est(&[10.0, 10.5, 11.0]);
+        let y = est(&[10.8, 11.5, 12.0]);
+        let z = est(&[11.9, 12.5, 13.0]);
+        let mut chain = vec![
+            ranked("x", x, false),
+            ranked("y", y, false),
+            ranked("z", z, false),
+        ];
+        assert_eq!(ranking(&mut chain, false), "x ≈ y < z");
         // Both at the client's limit: never ordered, however far apart.
         let mut items = vec![ranked("fast", fast, true), ranked("slow", slow, true)];
         assert_eq!(ranking(&mut items, true), "fast ≈ slow");
@@ -258,17 +292,24 @@ mod tests {
     }
 
     #[test]
-    fn a_ratio_carries_its_interval() {
+    fn a_paired_ratio_carries_its_interval_and_a_row_against_itself_is_one() {
         let mut rng = fastrand::Rng::with_seed(1);
         let a = [20.0, 21.0, 22.0, 20.5, 21.5];
         let b = [10.0, 10.5, 11.0, 10.2, 10.8];
-        let r = ratio(&a, &b, &mut rng).unwrap();
+        let pairs: Vec<(f64, f64)> = a.iter().copied().zip(b.iter().copied()).collect();
+        let r = paired_ratio(&pairs, &mut rng).unwrap();
         assert!((r.median - 21.0 / 10.5).abs() < 1e-12);
         assert!(r.low > 1.5 && r.high < 2.5 && r.low <= r.median && r.median <= r.high);
         assert_eq!(ratio_verdict(&r), Verdict::Greater);
-        let same = ratio(&a, &a, &mut rng).unwrap();
-        assert_eq!(ratio_verdict(&same), Verdict::Tied);
-        assert!(ratio(&a, &[0.0], &mut rng).is_none());
+        // A slow repetition moves both rows: it cancels in the ratio.
+        let slow: Vec<(f64, f64)> = [(10.0, 5.0), (20.0, 10.0), (12.0, 6.0)].to_vec();
+        let r = paired_ratio(&slow, &mut rng).unwrap();
+        assert_eq!((r.low, r.median, r.high), (2.0, 2.0, 2.0));
+        let itself: Vec<(f64, f64)> = a.iter().map(|&x| (x, x)).collect();
+        let r = paired_ratio(&itself, &mut rng).unwrap();
+        assert_eq!((r.low, r.median, r.high), (1.0, 1.0, 1.0));
+        assert_eq!(ratio_verdict(&r), Verdict::Tied);
+        assert!(paired_ratio(&[(1.0, 0.0)], &mut rng).is_none());
     }
 
     #[test]

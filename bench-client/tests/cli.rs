@@ -199,8 +199,10 @@ fn the_default_spin_does_not_burn_cpu_while_waiting() {
     );
     let row: ResultRow = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(row.ok, 10);
+    // A client that spun while waiting would use close to 100 %; an idle one a few percent,
+    // more on a machine busy with other work (CI builds beside it): the bound leaves room.
     assert!(
-        row.client_cpu_pct < 5.0,
+        row.client_cpu_pct < 20.0,
         "client used {:.1}% CPU waiting on a 100 ms server",
         row.client_cpu_pct
     );

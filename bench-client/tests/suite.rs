@@ -132,6 +132,21 @@ fn tiny_preset_measures_every_model_and_writes_csv_and_markdown() {
         .map(|r| r.server_processes.0.unwrap())
         .max();
     assert_eq!(forks, Some(33), "prefork: a parent and 32 workers");
+    // The report is a function of the rows: written again from the CSV, it is the same.
+    let csv = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "csv"))
+        .unwrap();
+    let again = out.join("again.md");
+    let status = Command::new(env!("CARGO_BIN_EXE_bench-client"))
+        .args(["report", "--preset", "tiny", csv.to_str().unwrap(), "--out"])
+        .arg(&again)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), markdown);
     assert!(markdown.contains("## hello, 20 requests, 2 at a time"));
     for model in MODELS {
         assert!(

@@ -697,6 +697,49 @@ fn stderr_note(exit: &server::Exit) -> String {
     }
 }
 
+/// The report of a finished run, written again from its rows (`bench-client report`): the
+/// options the run had are read back from the rows (seed, placement, repetitions, scale).
+///
+/// # Errors
+/// An unknown preset, or no rows.
+pub fn report_from_rows(
+    preset_name: &str,
+    rows: &[ResultRow],
+    csv_name: &str,
+) -> Result<String, String> {
+    let preset = preset(preset_name)?;
+    let first = rows.first().ok_or("the CSV has no rows")?;
+    let reps = rows.iter().map(|r| r.repetition).max().unwrap_or(1);
+    let scale = preset
+        .cells
+        .iter()
+        .find_map(|c| {
+            let row = rows.iter().find(|r| r.table == c.table)?;
+            Some(row.requests.0? / c.requests.max(1))
+        })
+        .unwrap_or(1)
+        .max(1);
+    let opts = SuiteOptions {
+        preset,
+        scale,
+        reps,
+        only: None,
+        out_dir: PathBuf::new(),
+        places: Locations::beside_executable(),
+        server_args: Vec::new(),
+        placement: Placement::from_label(&first.cpus).unwrap_or(Placement::Shared),
+        seed: first.seed.0.unwrap_or(0),
+    };
+    let machine = Machine {
+        host: first.host.clone(),
+        cpu_model: first.cpu_model.clone(),
+        cores: first.cores,
+        kernel: first.kernel.clone(),
+        git_rev: first.git_rev.clone(),
+    };
+    Ok(report::markdown(&opts, &machine, rows, csv_name))
+}
+
 /// The preset called `name`.
 ///
 /// # Errors

@@ -82,6 +82,17 @@ impl Placement {
         Ok(Placement::Split { server, client })
     }
 
+    /// The placement a row recorded (`label`), read back without checking the cores against
+    /// this machine's.
+    pub fn from_label(label: &str) -> Option<Placement> {
+        let cores: Vec<usize> = label
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        let all: Vec<usize> = (0..=cores.iter().copied().max().unwrap_or(0)).collect();
+        Placement::parse(label, &all).ok()
+    }
+
     /// As recorded in rows: `shared` or `server=1,client=0`.
     pub fn label(&self) -> String {
         match self {
