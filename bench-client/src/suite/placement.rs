@@ -113,14 +113,6 @@ impl Placement {
         }
     }
 
-    /// Cores the client may use (for the client-bound flag).
-    pub fn client_cores(&self, allowed: &[usize]) -> usize {
-        match self {
-            Placement::Shared => allowed.len(),
-            Placement::Split { client, .. } => client.len(),
-        }
-    }
-
     /// Cores the servers may use.
     pub fn server_cores(&self, allowed: &[usize]) -> usize {
         match self {
@@ -222,7 +214,8 @@ mod tests {
             }
         );
         assert_eq!(p.label(), "server=1-3,5,client=0");
-        assert_eq!(p.client_cores(&allowed), 1);
+        assert_eq!(p.server_cores(&allowed), 4);
+        assert_eq!(Placement::Shared.server_cores(&allowed), 8);
         assert_eq!(Placement::parse("shared", &allowed), Ok(Placement::Shared));
         for bad in [
             "server=1",
