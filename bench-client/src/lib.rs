@@ -7,13 +7,15 @@
 //! - [`meta`]: machine description and timestamps;
 //! - [`load`]: one load run from start to [`load::LoadResult`];
 //! - [`stats`]: medians, bootstrap intervals, and when a difference may be claimed;
-//! - [`suite`]: the suite runner (`paper`, `suite --preset`).
+//! - [`suite`]: the suite runner (`paper`, `suite --preset`);
+//! - [`regress`]: the CI regression gate (`compare`).
 #![deny(missing_docs)]
 
 pub mod engine;
 pub mod load;
 pub mod meta;
 pub mod output;
+pub mod regress;
 pub mod response;
 pub mod stats;
 pub mod suite;

@@ -50,6 +50,10 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The regression gate: compare a candidate build of the servers with a baseline build,
+    /// paired and interleaved, against the machine's noise floor. Exit 0 pass, 1 regression
+    /// (confirmed by a second round), 2 could not measure.
+    Compare(Box<CompareArgs>),
     /// Merge saved latency histograms (from --save-hist, e.g. from several hosts) and print
     /// their percentiles.
     Merge {
@@ -207,6 +211,76 @@ struct SuiteArgs {
     seed: Option<u64>,
 }
 
+#[derive(Args)]
+struct CompareArgs {
+    /// Directory of the baseline's server-* binaries (e.g. a release build of the base revision).
+    #[arg(long)]
+    baseline: PathBuf,
+
+    /// Directory of the candidate's server-* binaries.
+    #[arg(long)]
+    candidate: PathBuf,
+
+    /// Only these servers, comma-separated (default: every model of the workspace).
+    #[arg(long, value_delimiter = ',')]
+    servers: Option<Vec<String>>,
+
+    /// Cells, comma-separated: keep-alive, per-request (default: both).
+    #[arg(long, value_delimiter = ',')]
+    cells: Option<Vec<String>>,
+
+    /// ABBA pairs per server and cell (each pair gives one ratio).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pairs: u32,
+
+    /// Load per segment.
+    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    segment: Duration,
+
+    /// Unmeasured load per side before its first segment.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    warmup: Duration,
+
+    /// Smallest change called a regression, in percent (the noise floor may raise it).
+    #[arg(long, default_value = "5", value_parser = parse_percent)]
+    min_effect: f64,
+
+    /// Metrics that can fail the gate, comma-separated: cpu, rps, p99 (the others are reported).
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    gate: Vec<bench_client::regress::verdict::Metric>,
+
+    /// Directory of cached noise floors (default: $XDG_CACHE_HOME/archbench or ~/.cache/archbench).
+    #[arg(long)]
+    noise_cache: Option<PathBuf>,
+
+    /// Measure the noise floor again even if one is cached for this machine.
+    #[arg(long)]
+    recalibrate: bool,
+
+    /// A/A rounds of a calibration.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    calibration_rounds: u32,
+
+    /// Core placement: `server=LIST,client=LIST` or `shared` (default: as the suite).
+    #[arg(long)]
+    cpus: Option<String>,
+
+    /// Seed of the orders and the bootstrap (default: from the clock; the report records it).
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// Where report.md, report.json and segments.csv go.
+    #[arg(long, default_value = "target/regress/report")]
+    out: PathBuf,
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(format!("'{text}' is not a percentage from 0 to 100")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli: Cli = serverkit::cli::parse();
     serverkit::listener::raise_fd_limit();
@@ -215,6 +289,7 @@ fn main() -> ExitCode {
         Command::Paper(args) => suite_command("paper", args),
         Command::Suite { preset, args } => suite_command(&preset, args),
         Command::Report { preset, csv, out } => report_command(&preset, &csv, out),
+        Command::Compare(args) => compare_command(*args),
         Command::Merge { files } => merge_command(&files),
     }
 }
@@ -376,11 +451,7 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
         },
         None => suite::placement::Placement::default_for(&allowed),
     };
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
+    let seed = args.seed.unwrap_or_else(default_seed);
     let opts = suite::SuiteOptions {
         placement,
         seed,
@@ -459,6 +530,94 @@ fn report_command(preset: &str, csv: &std::path::Path, out: Option<PathBuf>) -> 
     }
     println!("wrote {}", out.display());
     ExitCode::SUCCESS
+}
+
+fn default_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn compare_command(args: CompareArgs) -> ExitCode {
+    use bench_client::regress::{self, report, GateOptions, NoiseOptions};
+    let mut servers = regress::default_servers();
+    if let Some(names) = &args.servers {
+        if let Some(bad) = names.iter().find(|n| !servers.iter().any(|s| s.name == *n)) {
+            let known: Vec<&str> = servers.iter().map(|s| s.name).collect();
+            return usage_error(&format!(
+                "unknown server '{bad}' for the gate (known: {})",
+                known.join(", ")
+            ));
+        }
+        servers.retain(|s| names.iter().any(|n| n == s.name));
+    }
+    let mut cells = regress::cells();
+    if let Some(names) = &args.cells {
+        if let Some(bad) = names.iter().find(|n| !cells.iter().any(|c| c.id == *n)) {
+            return usage_error(&format!(
+                "unknown cell '{bad}' (known: keep-alive, per-request)"
+            ));
+        }
+        cells.retain(|c| names.iter().any(|n| n == c.id));
+    }
+    let allowed = suite::placement::allowed_cores();
+    let placement = match &args.cpus {
+        Some(text) => match suite::placement::Placement::parse(text, &allowed) {
+            Ok(p) => p,
+            Err(e) => return usage_error(&e),
+        },
+        None => suite::placement::Placement::default_for(&allowed),
+    };
+    let cache_dir = args.noise_cache.unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("target"))
+            .join("archbench")
+    });
+    let opts = GateOptions {
+        baseline: args.baseline,
+        candidate: args.candidate,
+        repo_root: suite::server::Locations::beside_executable().repo_root,
+        servers,
+        cells,
+        pairs: args.pairs,
+        segment: args.segment,
+        warmup: args.warmup,
+        min_effect: args.min_effect,
+        gate: args.gate,
+        placement,
+        seed: args.seed.unwrap_or_else(default_seed),
+        noise: NoiseOptions {
+            cache_dir,
+            recalibrate: args.recalibrate,
+            rounds: args.calibration_rounds,
+        },
+    };
+    let mut segments = Vec::new();
+    let outcome = regress::run(&opts, &mut segments, &mut |line| eprintln!("{line}"));
+    print!("{}", report::markdown(&outcome));
+    match report::write_all(&args.out, &outcome, &segments) {
+        Ok(paths) => eprintln!(
+            "wrote {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => {
+            eprintln!(
+                "bench-client: cannot write the report to {}: {e}",
+                args.out.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(why) = &outcome.error {
+        eprintln!("bench-client: could not measure: {why}");
+    }
+    ExitCode::from(outcome.exit_code)
 }
 
 fn merge_command(files: &[PathBuf]) -> ExitCode {

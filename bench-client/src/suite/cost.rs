@@ -255,13 +255,35 @@ pub struct TreeSample {
     pub processes: u64,
 }
 
+/// The processes of the tree rooted at `pid`: it and its descendants (through every thread's
+/// children), as /proc shows them now.
+pub fn tree_pids(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        found.push(p);
+        for task in tasks.flatten() {
+            if let Ok(children) = fs::read_to_string(task.path().join("children")) {
+                stack.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    found
+}
+
 /// Reads the tree rooted at `pid`. `with_switches` also reads every thread's status (used at
 /// the ends of the window, not while sampling).
 pub fn sample_tree(pid: u32, with_switches: bool) -> TreeSample {
     let page_kb = (page_size() / 1024).max(1);
     let mut sample = TreeSample::default();
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
+    for p in tree_pids(pid) {
         let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
             continue;
         };
@@ -289,13 +311,6 @@ pub fn sample_tree(pid: u32, with_switches: bool) -> TreeSample {
                 ) {
                     sample.switches.insert(tid, parse_switches(&status));
                 }
-            }
-            if let Ok(children) = fs::read_to_string(task.path().join("children")) {
-                stack.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
             }
         }
     }
