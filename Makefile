@@ -1,7 +1,7 @@
 # archbench entry points. `make test` is what CI runs (.ci/run).
 CARGO ?= cargo
 
-.PHONY: all build release test lint fmt doc unit bench paper suite clean
+.PHONY: all build release test lint fmt doc unit bench paper suite regress clean
 
 all: build
 
@@ -44,3 +44,8 @@ paper: release
 PRESET ?= http
 suite: release
 	./target/release/bench-client suite --preset $(PRESET) $(SUITE_ARGS)
+
+## regress: the CI regression gate against a revision: make regress BASE=origin/main
+## (exit 0 pass, 1 confirmed regression, 2 could not measure; docs/ci-regression.md)
+regress:
+	scripts/regress.sh "$(BASE)" $(REGRESS_ARGS)

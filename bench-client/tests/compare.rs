@@ -226,3 +226,51 @@ fn bad_flags_are_usage_errors() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn make_regress_refuses_a_bad_revision_and_a_baseline_that_does_not_build() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    assert!(repo.join(".git").exists(), "the tests run in a git checkout");
+    let script = repo.join("scripts/regress.sh");
+
+    let out = Command::new(&script).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BASE=<git rev>"));
+    let out = Command::new(&script).arg("no-such-rev").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a revision"));
+
+    // A clone with a commit whose manifest is broken: the baseline fails to build (at once,
+    // before anything compiles) and the gate says so with exit 2.
+    let clone = temp_dir("broken-base");
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.invalid"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(
+        clone.parent().unwrap(),
+        &["clone", "-q", repo.to_str().unwrap(), clone.to_str().unwrap()],
+    );
+    std::fs::write(clone.join("Cargo.toml"), "[workspace\nnot toml").unwrap();
+    git(&clone, &["commit", "-qam", "a baseline that does not build"]);
+    git(&clone, &["reset", "-q", "--hard", "HEAD~1"]);
+    // The script of this tree, not of the last commit.
+    std::fs::copy(&script, clone.join("scripts/regress.sh")).unwrap();
+    let out = Command::new(clone.join("scripts/regress.sh"))
+        .arg("HEAD@{1}")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not build"), "{stderr}");
+    assert!(
+        !clone.join("target/regress/base-src").exists(),
+        "the baseline's worktree is removed"
+    );
+    let _ = std::fs::remove_dir_all(&clone);
+}
