@@ -426,6 +426,32 @@ pub fn read_csv(path: &Path) -> io::Result<Vec<ResultRow>> {
         .collect()
 }
 
+/// A load run's JSON: the row's fields, and `timeline`, one object per second.
+///
+/// # Errors
+/// If serialization fails.
+pub fn json_with_timeline(
+    row: &ResultRow,
+    timeline: &[crate::timeline::Entry],
+) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct WithTimeline<'a> {
+        #[serde(flatten)]
+        row: &'a ResultRow,
+        timeline: &'a [crate::timeline::Entry],
+    }
+    serde_json::to_string_pretty(&WithTimeline { row, timeline })
+}
+
+/// The summary's line on how req/s varied from second to second (whole seconds only), when
+/// there were at least two.
+pub fn spread_line(timeline: &[crate::timeline::Entry]) -> Option<String> {
+    let (seconds, min, median, max) = crate::timeline::spread(timeline)?;
+    Some(format!(
+        "per sec   req/s min {min:.1}  median {median:.1}  max {max:.1} over {seconds} whole seconds"
+    ))
+}
+
 fn fmt_ms(v: Na<f64>) -> String {
     match v.0 {
         Some(ms) if ms < 10.0 => format!("{ms:.3}"),

@@ -29,6 +29,7 @@ fn spec(server: &TestServer, n: u64, c: usize) -> LoadSpec {
         busy_poll: false,
         spin: Duration::ZERO,
         source_addrs: 0,
+        pipeline: 1,
     }
 }
 
