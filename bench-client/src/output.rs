@@ -108,7 +108,8 @@ pub struct ResultRow {
     pub workload: String,
     /// `http` or `raw`.
     pub protocol: String,
-    /// `per-request` (a new connection per request) or `keep-alive`.
+    /// `per-request` (a new connection per request), `keep-alive`, or `pipeline-N` (kept alive,
+    /// N requests written at a time).
     pub conn_mode: String,
     /// Connections (requests in flight) at once.
     pub concurrency: usize,

@@ -37,6 +37,24 @@ fn run(spec: &LoadSpec, engine: EngineKind) -> LoadResult {
     load::run(spec, engine, false).expect("engine runs")
 }
 
+/// Open loop: every request the schedule had due is answered, failed, never sent or abandoned,
+/// and their sum is in `expected`.
+fn assert_accounted(
+    s: &bench_client::engine::ThreadStats,
+    expected: std::ops::RangeInclusive<u64>,
+    engine: EngineKind,
+) {
+    let accounted = s.ok + s.errors.total() + s.not_sent + s.abandoned;
+    assert!(
+        expected.contains(&accounted),
+        "{engine:?}: {} ok, {} errors, {} not sent, {} abandoned",
+        s.ok,
+        s.errors.total(),
+        s.not_sent,
+        s.abandoned
+    );
+}
+
 #[test]
 fn n_is_exact_and_a_connection_per_request_without_k() {
     for engine in ENGINES {
@@ -220,15 +238,7 @@ fn open_loop_counts_what_a_slow_server_kept_it_from_sending() {
         };
         let result = run(&spec, engine);
         let s = &result.stats;
-        let accounted = s.ok + s.errors.total() + s.not_sent + s.abandoned;
-        assert!(
-            (98..=101).contains(&accounted),
-            "{engine:?}: {} ok, {} errors, {} not sent, {} abandoned",
-            s.ok,
-            s.errors.total(),
-            s.not_sent,
-            s.abandoned
-        );
+        assert_accounted(s, 98..=101, engine);
         assert!(s.not_sent >= 80, "{engine:?}: {} not sent", s.not_sent);
         assert!(s.abandoned <= 1, "{engine:?}");
         let row = load::row(
@@ -407,7 +417,7 @@ fn pipelining_against_server_epoll_answers_every_request() {
     let server = conformance::Server::start(&server_bin("server-epoll"), &[]);
     let url = format!("http://{}/", server.addr);
     for engine in ENGINES {
-        // 1003 is no multiple of 16; 1024 deep, a batch's answers (~140 KiB) come back while
+        // 1003 is no multiple of 16; 1024 deep, a batch's answers (about 130 KiB) come back while
         // it is still being written.
         for (n, c, depth) in [(1003, 4, 16), (5000, 2, 1024)] {
             let spec = pipelined(&url, n, c, depth);
@@ -483,15 +493,7 @@ fn open_loop_pipelining_schedules_batches_at_the_request_rate() {
         };
         let result = run(&spec, engine);
         let s = &result.stats;
-        let accounted = s.ok + s.errors.total() + s.not_sent + s.abandoned;
-        assert!(
-            (392..=404).contains(&accounted),
-            "{engine:?}: {} ok, {} errors, {} not sent, {} abandoned",
-            s.ok,
-            s.errors.total(),
-            s.not_sent,
-            s.abandoned
-        );
+        assert_accounted(s, 392..=404, engine);
         assert!(s.ok >= 360, "{engine:?}: {} ok", s.ok);
         assert_eq!(server.connections(), 2, "{engine:?}");
         assert_eq!(

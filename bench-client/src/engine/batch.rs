@@ -179,13 +179,17 @@ mod tests {
         (batch, ThreadStats::new(), Shared::new(&spec(1, 1), now))
     }
 
-    fn answers(parts: &[&[u8]]) -> Vec<u8> {
-        parts.concat()
+    /// A batch of `size` fed `parts` in one read: where it stands, and what was counted.
+    fn feed(size: u64, parts: &[&[u8]]) -> (Step, ThreadStats) {
+        let (mut batch, mut stats, shared) = setup(size);
+        let step = batch.feed(&parts.concat(), &mut stats, &shared, Instant::now());
+        assert!(step == Step::More || batch.unanswered() == 0);
+        (step, stats)
     }
 
     #[test]
     fn answers_in_one_read_or_split_anywhere_are_each_counted() {
-        let bytes = answers(&[OK, OK, OK]);
+        let bytes = [OK, OK, OK].concat();
         for split in 0..bytes.len() {
             let (mut batch, mut stats, shared) = setup(3);
             let now = Instant::now();
@@ -210,24 +214,17 @@ mod tests {
 
     #[test]
     fn a_close_mid_batch_fails_what_it_leaves_unanswered() {
-        let (mut batch, mut stats, shared) = setup(8);
-        let step = batch.feed(
-            &answers(&[OK, OK, CLOSE]),
-            &mut stats,
-            &shared,
-            Instant::now(),
-        );
+        let (step, stats) = feed(8, &[OK, OK, CLOSE]);
         assert_eq!(step, Step::Done { keep_alive: false });
         assert_eq!(
             (stats.ok, stats.errors.closed, stats.errors.total()),
             (3, 5, 5)
         );
-        assert_eq!(batch.unanswered(), 0);
         // An early close: the half answer and the rest are `closed`.
         let (mut batch, mut stats, shared) = setup(4);
         let now = Instant::now();
         assert_eq!(
-            batch.feed(&answers(&[OK, &OK[..20]]), &mut stats, &shared, now),
+            batch.feed(&[OK, &OK[..20]].concat(), &mut stats, &shared, now),
             Step::More
         );
         assert_eq!(
@@ -239,13 +236,7 @@ mod tests {
 
     #[test]
     fn an_error_status_is_one_error_and_the_batch_goes_on_then_closes() {
-        let (mut batch, mut stats, shared) = setup(3);
-        let step = batch.feed(
-            &answers(&[OK, E500, OK]),
-            &mut stats,
-            &shared,
-            Instant::now(),
-        );
+        let (step, stats) = feed(3, &[OK, E500, OK]);
         assert_eq!(step, Step::Done { keep_alive: false });
         assert_eq!(
             (stats.ok, stats.errors.status, stats.errors.total()),
@@ -256,18 +247,11 @@ mod tests {
 
     #[test]
     fn garbage_or_extra_bytes_fail_the_rest_as_malformed() {
-        let (mut batch, mut stats, shared) = setup(4);
-        let step = batch.feed(
-            &answers(&[OK, b"SSH-2.0\r\n\r\n"]),
-            &mut stats,
-            &shared,
-            Instant::now(),
-        );
+        let (step, stats) = feed(4, &[OK, b"SSH-2.0\r\n\r\n"]);
         assert_eq!(step, Step::Done { keep_alive: false });
         assert_eq!((stats.ok, stats.errors.malformed), (1, 3));
         // One answer too many: the last one asked for is not trusted.
-        let (mut batch, mut stats, shared) = setup(2);
-        let step = batch.feed(&answers(&[OK, OK, OK]), &mut stats, &shared, Instant::now());
+        let (step, stats) = feed(2, &[OK, OK, OK]);
         assert_eq!(step, Step::Done { keep_alive: false });
         assert_eq!((stats.ok, stats.errors.malformed), (1, 1));
     }

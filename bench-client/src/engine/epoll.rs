@@ -4,7 +4,7 @@
 //! connection per request without `-k`). Sockets are registered once, edge-triggered for both
 //! directions, so a request costs no `epoll_ctl` beyond the one that adds a new connection:
 //! on a kept-alive connection one `write`, one `epoll_wait` and one `read` per request.
-//! With `--pipeline N` a slot writes N requests in one `write` (a [`Batch`]) and reads their
+//! With `--pipeline N` a slot writes N requests in one `write` (a batch) and reads their
 //! answers as they come, also while the batch is still being written.
 //! Open loop (`--rate`): each slot has a schedule; a slot whose next request is not yet due
 //! waits in a heap, and one timerfd is armed for the earliest (nanosecond precision).

@@ -17,6 +17,14 @@ use tokio::net::{TcpSocket, TcpStream};
 use super::batch::{Batch, Step};
 use super::{ErrorClass, LoadSpec, Shared, ThreadStats};
 
+/// A task's connection: the stream (none between connections), how many it opened, and its
+/// read buffer.
+struct Conn {
+    stream: Option<TcpStream>,
+    opened: u64,
+    buf: Vec<u8>,
+}
+
 /// An I/O error that ended a batch's connection.
 struct IoFailure {
     connected: bool,
@@ -86,11 +94,13 @@ async fn slot_task(
     requests: Rc<[u8]>,
     mut due: Instant,
 ) {
-    let mut stream: Option<TcpStream> = None;
+    let mut conn = Conn {
+        stream: None,
+        opened: 0,
+        buf: vec![0u8; 4096],
+    };
     let mut batch = Batch::new(spec.raw, due);
     let request_len = requests.len() / spec.batch() as usize;
-    let mut buf = vec![0u8; 4096];
-    let mut opened = 0u64;
     let end = shared.stop_at.map(tokio::time::Instant::from_std);
     loop {
         let scheduled = match spec.interval() {
@@ -115,11 +125,9 @@ async fn slot_task(
         let attempt = one_batch(
             &spec,
             &shared,
-            &mut stream,
+            &mut conn,
             &requests[..size as usize * request_len],
             &mut batch,
-            &mut buf,
-            &mut opened,
             &stats,
         );
         let outcome = tokio::select! {
@@ -133,16 +141,16 @@ async fn slot_task(
         match outcome {
             Outcome::Done(Ok(keep)) => {
                 if !(keep && spec.keep_alive) {
-                    stream = None;
+                    conn.stream = None;
                 }
             }
             Outcome::Done(Err(IoFailure { connected, error })) => {
                 batch.fail_io(&mut stats, &shared, connected, &error);
-                stream = None;
+                conn.stream = None;
             }
             Outcome::TimedOut => {
                 batch.fail_rest(&mut stats, &shared, ErrorClass::Timeout);
-                stream = None;
+                conn.stream = None;
             }
             Outcome::RunOver => {
                 // Duration over: what is in flight is abandoned, and the schedule's remainder
@@ -165,17 +173,19 @@ async fn sleep_until_end(end: Option<tokio::time::Instant>) {
 /// Writes the batch and reads its answers, at the same time (a server answers the first
 /// requests of a long batch before it has read the last ones); returns whether the connection
 /// may be kept.
-#[allow(clippy::too_many_arguments)]
 async fn one_batch(
     spec: &LoadSpec,
     shared: &Shared,
-    stream: &mut Option<TcpStream>,
+    conn: &mut Conn,
     requests: &[u8],
     batch: &mut Batch,
-    buf: &mut [u8],
-    opened: &mut u64,
     stats: &Rc<RefCell<ThreadStats>>,
 ) -> Result<bool, IoFailure> {
+    let Conn {
+        stream,
+        opened,
+        buf,
+    } = conn;
     if stream.is_none() {
         let connected = connect(spec, *opened).await.map_err(|error| IoFailure {
             connected: false,
