@@ -6,6 +6,7 @@
 //! - [`output`]: the result row schema, atomic CSV/JSON writes, the human summary;
 //! - [`meta`]: machine description and timestamps;
 //! - [`load`]: one load run from start to [`load::LoadResult`];
+//! - [`timeline`]: the per-second figures of a run;
 //! - [`stats`]: medians, bootstrap intervals, and when a difference may be claimed;
 //! - [`suite`]: the suite runner (`paper`, `suite --preset`);
 //! - [`regress`]: the CI regression gate (`compare`).
@@ -20,5 +21,6 @@ pub mod response;
 pub mod stats;
 pub mod suite;
 pub mod target;
+pub mod timeline;
 
 pub use engine::{ErrorCounts, LoadSpec};

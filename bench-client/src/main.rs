@@ -63,6 +63,9 @@ enum Command {
     },
 }
 
+/// The deepest `--pipeline`: past it a batch is no longer a plausible client.
+const MAX_PIPELINE: i64 = 1024;
+
 /// `--warmup`: a number of requests or a duration.
 #[derive(Debug, Clone, Copy)]
 enum Warmup {
@@ -116,6 +119,12 @@ struct LoadArgs {
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
 
+    /// Pipelining: write N requests at once on each kept-alive connection, then read their N
+    /// answers before the next batch (needs -k; HTTP only). Latency of each request is from
+    /// its batch's send (open loop: the batch's scheduled time) to its own answer.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_PIPELINE))]
+    pipeline: u32,
+
     /// Protocol: http, or raw (the paper's: connect, read HelloWorld\n until close).
     #[arg(long, value_enum, default_value_t = serverkit::Protocol::Http)]
     protocol: serverkit::Protocol,
@@ -137,9 +146,15 @@ struct LoadArgs {
     #[arg(long)]
     csv: Option<PathBuf>,
 
-    /// Print the result as JSON on stdout instead of the summary.
+    /// Print the result as JSON on stdout instead of the summary (with its per-second
+    /// `timeline`).
     #[arg(long)]
     json: bool,
+
+    /// Write the per-second timeline (answers, errors, req/s, p50 and p99 of each second) to
+    /// this CSV file (replaced atomically).
+    #[arg(long)]
+    timeline: Option<PathBuf>,
 
     /// Save the latency histogram (HdrHistogram V2) to this file, for `merge`.
     #[arg(long)]
@@ -321,12 +336,19 @@ fn load_command(args: LoadArgs) -> ExitCode {
         busy_poll: args.busy_poll,
         spin: args.spin,
         source_addrs: args.source_addrs,
+        pipeline: args.pipeline as usize,
     };
     if spec.busy_poll && args.engine != EngineKind::Epoll {
         return usage_error("--busy-poll needs the epoll engine");
     }
     if spec.raw && spec.keep_alive {
         return usage_error("-k does not apply to the raw protocol (one answer per connection)");
+    }
+    if spec.pipeline > 1 && spec.raw {
+        return usage_error("--pipeline needs the http protocol");
+    }
+    if spec.pipeline > 1 && !spec.keep_alive {
+        return usage_error("--pipeline needs -k (batches are written on kept-alive connections)");
     }
     if let Err(message) = load::preflight(&spec) {
         eprintln!("bench-client: {message}");
@@ -376,7 +398,7 @@ fn load_command(args: LoadArgs) -> ExitCode {
     };
     let client_bound = row.client_bound;
     if args.json {
-        match serde_json::to_string_pretty(&row) {
+        match output::json_with_timeline(&row, &result.timeline) {
             Ok(json) => println!("{json}"),
             Err(e) => eprintln!("bench-client: {e}"),
         }
@@ -394,6 +416,9 @@ fn load_command(args: LoadArgs) -> ExitCode {
                 client_bound
             )
         );
+        if let Some(line) = output::spread_line(&result.timeline) {
+            println!("{line}");
+        }
         if result.stats.ports_exhausted {
             println!("hint      {}", load::PORTS_HINT);
         }
@@ -401,6 +426,14 @@ fn load_command(args: LoadArgs) -> ExitCode {
     let mut failed = false;
     if let Some(path) = &args.csv {
         if let Err(e) = output::append_csv(path, &[row]) {
+            eprintln!("bench-client: cannot write {}: {e}", path.display());
+            failed = true;
+        }
+    }
+    if let Some(path) = &args.timeline {
+        let written = bench_client::timeline::to_csv(&result.timeline)
+            .and_then(|bytes| output::write_atomic(path, &bytes));
+        if let Err(e) = written {
             eprintln!("bench-client: cannot write {}: {e}", path.display());
             failed = true;
         }

@@ -155,6 +155,8 @@ pub struct CellSpec {
     pub duration: Option<Duration>,
     /// What misbehaves beside the load.
     pub adversary: Adversary,
+    /// Requests pipelined per batch on a kept-alive connection (1: none; see `load --pipeline`).
+    pub pipeline: usize,
 }
 
 /// A named set of cells.
@@ -183,6 +185,7 @@ pub fn presets() -> Vec<Preset> {
         concurrency,
         duration: None,
         adversary: Adversary::None,
+        pipeline: 1,
     };
     let hostile = |table, title, adversary| CellSpec {
         duration: Some(Duration::from_secs(2)),
@@ -518,6 +521,7 @@ fn measure(
         busy_poll: false,
         spin: DEFAULT_SPIN,
         source_addrs: 0,
+        pipeline: cell.pipeline,
     };
     let not_measured = |status: Status, reason: String| {
         let empty = LoadResult {
@@ -525,6 +529,7 @@ fn measure(
             elapsed: Duration::ZERO,
             client_cpu: Duration::ZERO,
             partial: None,
+            timeline: Vec::new(),
         };
         let mut row = load::row(&spec, &empty, labels, machine);
         row.status = status;
@@ -555,6 +560,7 @@ fn measure(
         requests: Some(1),
         concurrency: 1,
         keep_alive: false,
+        pipeline: 1,
         timeout: Duration::from_secs(5),
         ..spec.clone()
     };
