@@ -379,6 +379,7 @@ fn drive(
         busy_poll: false,
         spin: DEFAULT_SPIN,
         source_addrs: 0,
+        pipeline: 1,
     };
     for (side, r) in sides.into_iter().zip(running.iter()) {
         let check = LoadSpec {
