@@ -401,6 +401,29 @@ fn read_repo_file(path: &str) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // Running a page
 
+/// Whether strace is installed and may attach to a process that is not its child, as
+/// `scripts/syscalls.sh` does (Yama's `ptrace_scope` 1 allows that to root only).
+fn strace_can_attach() -> bool {
+    let Ok(mut target) = Command::new("sleep").arg("5").spawn() else {
+        return false;
+    };
+    let attached = Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "-p", &target.id().to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .is_ok_and(|mut strace| {
+            // Refused, strace exits at once; attached, it runs until the target ends.
+            std::thread::sleep(Duration::from_millis(300));
+            let running = strace.try_wait().is_ok_and(|status| status.is_none());
+            let _ = strace.kill();
+            let _ = strace.wait();
+            running
+        });
+    let _ = target.kill();
+    let _ = target.wait();
+    attached
+}
+
 /// Which of [`NEEDS`] this machine has.
 fn available_needs(bin: &Path) -> BTreeSet<String> {
     let runs = |program: &str, args: &[&str]| {
@@ -412,7 +435,7 @@ fn available_needs(bin: &Path) -> BTreeSet<String> {
             .is_ok_and(|s| s.success())
     };
     let mut have = BTreeSet::new();
-    if runs("strace", &["-qq", "-o", "/dev/null", "true"]) {
+    if strace_can_attach() {
         have.insert("strace".to_string());
     }
     if runs("nginx", &["-v"]) || runs("/usr/sbin/nginx", &["-v"]) {
