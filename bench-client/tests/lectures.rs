@@ -4,6 +4,8 @@
 //! `docs/lectures/README.md` ("How make test checks these pages").
 //!
 //! Needs the workspace's server binaries beside bench-client (`make test` builds them first).
+//! Each page runs as a script in a temporary directory, kept with its log when the page fails
+//! (or always, with `LECTURES_KEEP=1`).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -169,7 +171,9 @@ fn commands(block: &Block) -> Vec<Cmd> {
     let mut out = Vec::new();
     let mut pending: Option<(usize, String)> = None;
     for (i, line) in block.lines.iter().enumerate() {
-        let (start, mut text) = pending.take().unwrap_or((block.first_line + i, String::new()));
+        let (start, mut text) = pending
+            .take()
+            .unwrap_or((block.first_line + i, String::new()));
         text.push_str(line.trim());
         if let Some(joined) = text.strip_suffix('\\') {
             pending = Some((start, format!("{} ", joined.trim_end())));
@@ -213,7 +217,10 @@ fn tiny(command: &str, bin: &Path, tmp: &Path) -> Option<String> {
             *token = "PRESET=tiny".to_string();
         }
         for kind in ["cpu:", "delay:"] {
-            if token.strip_prefix(kind).is_some_and(|d| longer(d, TINY_WORK)) {
+            if token
+                .strip_prefix(kind)
+                .is_some_and(|d| longer(d, TINY_WORK))
+            {
                 *token = format!("{kind}{TINY_WORK}");
             }
         }
@@ -337,7 +344,11 @@ fn check_names(text: &str, page_dir: &str, read: impl Fn(&str) -> Option<String>
     for file in &files {
         match read(file) {
             None => problems.push(format!("`{file}` does not exist")),
-            Some(source) if [".rs", ".sh", ".py", ".js"].iter().any(|x| file.ends_with(x)) => {
+            Some(source)
+                if [".rs", ".sh", ".py", ".js"]
+                    .iter()
+                    .any(|x| file.ends_with(x)) =>
+            {
                 sources.push(source)
             }
             Some(_) => {}
@@ -565,19 +576,21 @@ fn run_page(page: &Path, have: &BTreeSet<String>) -> Result<Vec<String>, String>
     let result = match status {
         Some(status) if status.success() => Ok(skipped),
         Some(_) => Err(format!(
-            "{}: the command at line {} failed; the end of its output:\n{}",
+            "{}: the command at line {} failed; the end of its output ({}):\n{}",
             shown(page),
             at.trim(),
+            tmp.join("log").display(),
             tail.join("\n")
         )),
         None => Err(format!(
-            "{}: still running after {PAGE_LIMIT:?}, at line {}; the end of its output:\n{}",
+            "{}: still running after {PAGE_LIMIT:?}, at line {}; the end of its output ({}):\n{}",
             shown(page),
             at.trim(),
+            tmp.join("log").display(),
             tail.join("\n")
         )),
     };
-    if result.is_ok() {
+    if result.is_ok() && std::env::var_os("LECTURES_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
@@ -634,8 +647,7 @@ fn every_server_binary_has_a_page() {
         if !manifest.contains("name = \"server-") || !entry.path().join("src/main.rs").is_file() {
             continue;
         }
-        let lesson = ["src/main.rs", "src/lib.rs"]
-            .map(|file| format!("crates/{crate_dir}/{file}"));
+        let lesson = ["src/main.rs", "src/lib.rs"].map(|file| format!("crates/{crate_dir}/{file}"));
         if !lesson.iter().any(|file| named.contains(file)) {
             missing.push(format!("crates/{crate_dir}"));
         }
@@ -690,7 +702,10 @@ fn blocks_must_say_whether_they_are_run() {
     let kinds: Vec<Result<Kind, String>> = blocks(page).unwrap().iter().map(kind).collect();
     assert_eq!(kinds[0], Ok(Kind::Run));
     assert!(kinds[1].as_ref().unwrap_err().contains("```bash"));
-    assert!(kinds[2].as_ref().unwrap_err().contains("# not run by make test"));
+    assert!(kinds[2]
+        .as_ref()
+        .unwrap_err()
+        .contains("# not run by make test"));
     assert_eq!(kinds[3], Ok(Kind::NotRun));
     assert_eq!(kinds[4], Ok(Kind::Needs(vec!["nginx".into()])));
     assert!(blocks("```sh\nls\n").is_err(), "an unclosed block");
@@ -729,8 +744,12 @@ fn the_tiny_scale_shrinks_counts_and_durations_and_keeps_the_rest() {
         "bench-client load -n 5 -d 100ms $ADDR"
     );
     assert_eq!(
-        tiny("target/release/bench-client suite --preset models --reps 5 --out /tmp/m", bin, tmp)
-            .unwrap(),
+        tiny(
+            "target/release/bench-client suite --preset models --reps 5 --out /tmp/m",
+            bin,
+            tmp
+        )
+        .unwrap(),
         "/b/bench-client suite --preset tiny --reps 1 --out /t/m"
     );
     assert_eq!(
@@ -761,7 +780,10 @@ fn a_renamed_function_or_file_fails_the_name_check() {
         ("on_listener()", "on_listen()"),
         ("serve_connection()", "serve_connections()"),
         ("crates/epoll/src/lib.rs`", "crates/epoll/src/loop.rs`"),
-        ("../../crates/epoll/src/lib.rs)", "../crates/epoll/src/lib.rs)"),
+        (
+            "../../crates/epoll/src/lib.rs)",
+            "../crates/epoll/src/lib.rs)",
+        ),
     ] {
         let page = page.replacen(renamed, problem, 1);
         assert!(
@@ -775,4 +797,39 @@ fn a_renamed_function_or_file_fails_the_name_check() {
         check_names(wrong_type, "docs/lectures", read_repo_file).len(),
         1
     );
+}
+
+#[test]
+fn the_runner_fails_a_page_whose_command_fails_or_leaves_a_server() {
+    let dir = std::env::temp_dir().join(format!("archbench-lecture-self-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let have = BTreeSet::new();
+    let run = |name: &str, text: &str| {
+        let page = dir.join(format!("{name}.md"));
+        std::fs::write(&page, text).unwrap();
+        run_page(&page, &have)
+    };
+    assert!(run("ok", "```sh\ntrue\nfalse  # exits 1\n```\n").is_ok());
+    let failed = run("fails", "```sh\ntrue\nfalse\ntrue\n```\n").unwrap_err();
+    assert!(failed.contains("line 3 failed"), "{failed}");
+    let wrong = run("wrong", "```sh\ntrue  # exits 1\n```\n").unwrap_err();
+    assert!(wrong.contains("line 2 failed"), "{wrong}");
+    let left = run(
+        "left",
+        "```sh\n. scripts/lecture.sh\nserve server-epoll\n```\n",
+    )
+    .unwrap_err();
+    assert!(left.contains("leaves a server running"), "{left}");
+    let skipped = run("skipped", "```sh needs=nginx\n# needs nginx\nfalse\n```\n").unwrap();
+    assert_eq!(
+        skipped.len(),
+        1,
+        "a block whose needs are missing is skipped, and said so"
+    );
+    // The failed pages' scripts and logs are kept for a person to read; not these.
+    for name in ["fails", "wrong", "left"] {
+        let kept = format!("archbench-lecture-{name}-{}", std::process::id());
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(kept));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
