@@ -735,35 +735,31 @@ fn commands_join_continuations_and_read_the_expected_status() {
 fn the_tiny_scale_shrinks_counts_and_durations_and_keeps_the_rest() {
     let (bin, tmp) = (Path::new("/b"), Path::new("/t"));
     assert_eq!(tiny("cargo build --release", bin, tmp), None);
-    assert_eq!(
-        tiny("bench-client load -n 20000 -c 10 -d 10s $ADDR", bin, tmp).unwrap(),
-        "bench-client load -n 20 -c 10 -d 0.5s $ADDR"
-    );
-    assert_eq!(
-        tiny("bench-client load -n 5 -d 100ms $ADDR", bin, tmp).unwrap(),
-        "bench-client load -n 5 -d 100ms $ADDR"
-    );
-    assert_eq!(
-        tiny(
+    for (command, as_run) in [
+        (
+            "bench-client load -n 20000 -c 10 -d 10s $ADDR",
+            "bench-client load -n 20 -c 10 -d 0.5s $ADDR",
+        ),
+        (
+            "bench-client load -n 5 -d 100ms $ADDR",
+            "bench-client load -n 5 -d 100ms $ADDR",
+        ),
+        (
             "target/release/bench-client suite --preset models --reps 5 --out /tmp/m",
-            bin,
-            tmp
-        )
-        .unwrap(),
-        "/b/bench-client suite --preset tiny --reps 1 --out /t/m"
-    );
-    assert_eq!(
-        tiny("make suite PRESET=models", bin, tmp).unwrap(),
-        "make suite PRESET=tiny"
-    );
-    assert_eq!(
-        tiny("serve server-epoll --workload cpu:50ms", bin, tmp).unwrap(),
-        "serve server-epoll --workload cpu:10ms"
-    );
-    assert_eq!(
-        tiny("serve server-epoll --workload delay:2ms", bin, tmp).unwrap(),
-        "serve server-epoll --workload delay:2ms"
-    );
+            "/b/bench-client suite --preset tiny --reps 1 --out /t/m",
+        ),
+        ("make suite PRESET=models", "make suite PRESET=tiny"),
+        (
+            "serve server-epoll --workload cpu:50ms",
+            "serve server-epoll --workload cpu:10ms",
+        ),
+        (
+            "serve server-epoll --workload delay:2ms",
+            "serve server-epoll --workload delay:2ms",
+        ),
+    ] {
+        assert_eq!(tiny(command, bin, tmp).as_deref(), Some(as_run));
+    }
 }
 
 #[test]
