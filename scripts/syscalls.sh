@@ -27,10 +27,10 @@
 # 0), CLIENT_CPU (default 1). Environment: ARCHBENCH_BIN (default target/release),
 # BENCH_CLIENT (default $ARCHBENCH_BIN/bench-client), LOADS (default "k1 k100 k1000 p10": kN
 # kept alive at -c N, pN a new connection per request at -c N), OUT (without --out: where the
-# raw files go; default a new directory under /tmp).
+# raw files go; default a new directory under $TMPDIR or /tmp).
 set -euo pipefail
 
-usage() { sed -n '2,32p' "$0" >&2; exit 2; }
+usage() { sed -n '2,30p' "$0" >&2; exit 2; }
 requests=20000 cpu=0 reps=3 table=
 specs=()
 while [ $# -gt 0 ]; do
@@ -53,9 +53,6 @@ for l in $loads; do
   case $l in [kp][1-9]*) ;; *) echo "error: LOADS: '$l' is not kN or pN" >&2; exit 2 ;; esac
 done
 server_cpu=${SERVER_CPU:-0} client_cpu=${CLIENT_CPU:-1}
-work=$(mktemp -d /tmp/syscalls.XXXXXX)
-out=${OUT:-$work}
-mkdir -p "$out"
 
 # Each SERVER as a label and a command line.
 names=() commands=()
@@ -80,6 +77,9 @@ if [ "$(nproc)" -ge 2 ]; then
   pin_server=(taskset -c "$server_cpu") pin_client=(taskset -c "$client_cpu")
 fi
 
+work=$(mktemp -d "${TMPDIR:-/tmp}/syscalls.XXXXXX")
+out=${OUT:-$work}
+mkdir -p "$out"
 server_pid=
 cleanup() { [ -n "$server_pid" ] && kill -KILL "$server_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
