@@ -476,13 +476,9 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
     let out_dir = args
         .out
         .unwrap_or_else(|| suite::default_out_dir(&places, preset.name));
-    let allowed = suite::placement::allowed_cores();
-    let placement = match &args.cpus {
-        Some(text) => match suite::placement::Placement::parse(text, &allowed) {
-            Ok(p) => p,
-            Err(e) => return usage_error(&e),
-        },
-        None => suite::placement::Placement::default_for(&allowed),
+    let placement = match placement_of(args.cpus.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return usage_error(&e),
     };
     let seed = args.seed.unwrap_or_else(default_seed);
     let opts = suite::SuiteOptions {
@@ -565,6 +561,15 @@ fn report_command(preset: &str, csv: &std::path::Path, out: Option<PathBuf>) -> 
     ExitCode::SUCCESS
 }
 
+/// `--cpus`, or the default placement on the cores this process may use.
+fn placement_of(cpus: Option<&str>) -> Result<suite::placement::Placement, String> {
+    let allowed = suite::placement::allowed_cores();
+    match cpus {
+        Some(text) => suite::placement::Placement::parse(text, &allowed),
+        None => Ok(suite::placement::Placement::default_for(&allowed)),
+    }
+}
+
 fn default_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -593,13 +598,9 @@ fn compare_command(args: CompareArgs) -> ExitCode {
         }
         cells.retain(|c| names.iter().any(|n| n == c.id));
     }
-    let allowed = suite::placement::allowed_cores();
-    let placement = match &args.cpus {
-        Some(text) => match suite::placement::Placement::parse(text, &allowed) {
-            Ok(p) => p,
-            Err(e) => return usage_error(&e),
-        },
-        None => suite::placement::Placement::default_for(&allowed),
+    let placement = match placement_of(args.cpus.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return usage_error(&e),
     };
     let cache_dir = args.noise_cache.unwrap_or_else(|| {
         std::env::var_os("XDG_CACHE_HOME")

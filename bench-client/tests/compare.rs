@@ -90,6 +90,17 @@ fn report(work: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(work.join("out/report.json")).unwrap()).unwrap()
 }
 
+/// Round 1's comparison of server CPU per request.
+fn cpu_of(json: &serde_json::Value) -> serde_json::Value {
+    json["round"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["metric"] == "cpu")
+        .unwrap()
+        .clone()
+}
+
 fn phases(work: &Path) -> Vec<String> {
     let mut reader = csv::Reader::from_path(work.join("out/segments.csv")).unwrap();
     reader
@@ -109,12 +120,7 @@ fn identical_builds_pass_and_the_noise_floor_is_cached() {
     let json = report(&work);
     assert_eq!(json["verdict"], "pass");
     assert_eq!(json["calibrated_now"], true);
-    let cpu = json["round"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["metric"] == "cpu")
-        .unwrap();
+    let cpu = cpu_of(&json);
     assert!(cpu["baseline"].as_f64().unwrap() > 0.0);
     assert!(cpu["low"].as_f64().unwrap() <= cpu["high"].as_f64().unwrap());
     // 3 pairs of 2 segments in the calibration and in round 1.
@@ -149,12 +155,7 @@ fn a_slower_candidate_is_a_confirmed_regression() {
     assert_eq!(json["verdict"], "regression");
     assert_eq!(json["confirmed"][0], "epoll/keep-alive/cpu");
     assert!(phases(&work).iter().any(|s| s == "confirmation"));
-    let cpu = json["round"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["metric"] == "cpu")
-        .unwrap();
+    let cpu = cpu_of(&json);
     assert!(cpu["low"].as_f64().unwrap() > 1.5, "{cpu}");
     // Read the other way round, the same change is an improvement, and the gate passes.
     let work = temp_dir("fast");
@@ -162,12 +163,7 @@ fn a_slower_candidate_is_a_confirmed_regression() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let json = report(&work);
-    let cpu = json["round"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["metric"] == "cpu")
-        .unwrap();
+    let cpu = cpu_of(&json);
     assert_eq!(cpu["change"], "improvement");
 }
 
@@ -230,7 +226,10 @@ fn bad_flags_are_usage_errors() {
 #[test]
 fn make_regress_refuses_a_bad_revision_and_a_baseline_that_does_not_build() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    assert!(repo.join(".git").exists(), "the tests run in a git checkout");
+    assert!(
+        repo.join(".git").exists(),
+        "the tests run in a git checkout"
+    );
     let script = repo.join("scripts/regress.sh");
 
     let out = Command::new(&script).output().unwrap();
@@ -246,7 +245,12 @@ fn make_regress_refuses_a_bad_revision_and_a_baseline_that_does_not_build() {
     let git = |dir: &Path, args: &[&str]| {
         let out = Command::new("git")
             .current_dir(dir)
-            .args(["-c", "user.name=test", "-c", "user.email=test@example.invalid"])
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.invalid",
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -254,10 +258,18 @@ fn make_regress_refuses_a_bad_revision_and_a_baseline_that_does_not_build() {
     };
     git(
         clone.parent().unwrap(),
-        &["clone", "-q", repo.to_str().unwrap(), clone.to_str().unwrap()],
+        &[
+            "clone",
+            "-q",
+            repo.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
     );
     std::fs::write(clone.join("Cargo.toml"), "[workspace\nnot toml").unwrap();
-    git(&clone, &["commit", "-qam", "a baseline that does not build"]);
+    git(
+        &clone,
+        &["commit", "-qam", "a baseline that does not build"],
+    );
     git(&clone, &["reset", "-q", "--hard", "HEAD~1"]);
     // The script of this tree, not of the last commit.
     std::fs::copy(&script, clone.join("scripts/regress.sh")).unwrap();
