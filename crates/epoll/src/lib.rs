@@ -165,7 +165,7 @@ impl EventLoop {
         }
         if conn.waiting == Waiting::Readable
             && events.contains(EpollFlags::EPOLLIN)
-            && nonblocking::read_once(&mut conn.stream, &mut conn.http, now).is_err()
+            && self.conns.read(token, now).is_err()
         {
             return self.close(token); // reset: costs nothing more
         }

@@ -282,7 +282,7 @@ impl EventLoop {
         // A reset socket is reported readable; the read then fails.
         if conn.waiting == Waiting::Readable
             && readable
-            && nonblocking::read_once(&mut conn.stream, &mut conn.http, now).is_err()
+            && self.conns.read(token, now).is_err()
         {
             return self.close(token);
         }
