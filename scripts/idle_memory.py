@@ -24,8 +24,11 @@ one answer and stay open, idle, and read it again. Columns:
   a pool, whose workers are made at start, this is the figure; nginx's baseline holds its
   preallocated table of `worker_connections` slots);
 - `procs`, `threads`: the tree's, with the connections held;
-- `slab B/conn`: growth of the kernel's slab (/proc/meminfo, machine wide, so both ends of
-  each loopback connection and whatever else runs): sockets are not in any process's PSS.
+- `kernel B/conn`: growth of the kernel's memory per connection, from /proc/meminfo: its
+  slab (sockets, epoll items, task structs), kernel stacks (one per thread, 16 KiB on
+  x86-64) and page tables (one set per process). Machine wide, so it also counts the client's
+  end of each loopback connection and whatever else runs; none of it is in a process's PSS.
+  Given as slab + stacks + page tables.
 
 A model that cannot hold CONNS connections (the iterative server serves one at a time, a
 pool one per worker, select at most 1024 descriptors) is measured with those it held, and
@@ -108,12 +111,18 @@ def sample(pid):
     return sum(pss_anon_kb(p) for p in pids), len(pids), sum(threads(p) for p in pids)
 
 
-def slab_kb():
+KERNEL = ("Slab", "KernelStack", "PageTables")
+
+
+def kernel_kb():
+    """The kernel's slab, kernel stacks and page tables, machine wide, in kB."""
+    found = {}
     with open("/proc/meminfo") as f:
         for line in f:
-            if line.startswith("Slab:"):
-                return int(line.split()[1])
-    return 0
+            name, _, rest = line.partition(":")
+            if name in KERNEL:
+                found[name] = int(rest.split()[0])
+    return [found.get(name, 0) for name in KERNEL]
 
 
 def answer(sock):
@@ -234,7 +243,7 @@ def measure(server, conns, timeout):
             raise RuntimeError(f"warm-up failed: {e}")
         warm.close()
         time.sleep(0.5)
-        (before, _, _), slab_before = sample(server.proc.pid), slab_kb()
+        (before, _, _), kernel_before = sample(server.proc.pid), kernel_kb()
         held, stopped = [], None
         for i in range(conns):
             try:
@@ -250,7 +259,7 @@ def measure(server, conns, timeout):
                 held.pop().close()
                 break
         time.sleep(1)
-        (after, procs, nthreads), slab_after = sample(server.proc.pid), slab_kb()
+        (after, procs, nthreads), kernel_after = sample(server.proc.pid), kernel_kb()
         for sock in held:
             sock.close()
         n = max(len(held), 1)
@@ -258,7 +267,8 @@ def measure(server, conns, timeout):
             "held": len(held), "before": before, "after": after,
             "per": (after - before) * 1024 / n, "all": after * 1024 / n,
             "procs": procs, "threads": nthreads,
-            "slab": (slab_after - slab_before) * 1024 / n, "stopped": stopped,
+            "kernel": [(a - b) * 1024 / n for a, b in zip(kernel_after, kernel_before)],
+            "stopped": stopped,
         }
     finally:
         server.stop()
@@ -324,7 +334,7 @@ def main():
         f"# {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, git {git_rev()}, "
         f"Linux {os.uname().release}, {os.cpu_count()} CPUs",
         f"{'server':<17} {'held':>6} {'PSS before':>11} {'PSS after':>11} {'B/idle conn':>11} "
-        f"{'B/conn, all':>11} {'procs':>6} {'threads':>7} {'slab B/conn':>11}  flags; note",
+        f"{'B/conn, all':>11} {'procs':>6} {'threads':>7} {'kernel B/conn':>23}  flags; note",
     ]
     for line in lines:
         print(line, flush=True)
@@ -338,9 +348,10 @@ def main():
             line = f"{server.name:<17} not measured: {e}  {flags}"
         else:
             note = f"; held {r['held']} of {args.conns}, {r['stopped']}" if r["stopped"] else ""
+            kernel = " + ".join(f"{k:.0f}" for k in r["kernel"])
             line = (f"{server.name:<17} {r['held']:>6} {r['before']:>8} kB {r['after']:>8} kB "
                     f"{r['per']:>11.0f} {r['all']:>11.0f} {r['procs']:>6} {r['threads']:>7} "
-                    f"{r['slab']:>11.0f}  {flags}{note}")
+                    f"{kernel:>23}  {flags}{note}")
         print(line, flush=True)
         lines.append(line)
     if args.out:
