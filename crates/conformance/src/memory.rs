@@ -17,7 +17,13 @@ pub fn tree_pss_anon_kb(pid: u32) -> u64 {
         total += rollup
             .lines()
             .find_map(|line| line.strip_prefix("Pss_Anon:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .unwrap_or(0);
         stack.extend(children_of(pid));
     }

@@ -8,7 +8,7 @@
 //! into an `.await`. The rules live here, once:
 //!
 //! - **Pipelining:** every complete request already received is answered in order, and the
-//!   answers leave together (one `write`) through the [`Outbox`].
+//!   answers leave together (one `write`) through the [`Outbox`](crate::http::Outbox).
 //! - **Bodies:** a request with a body (`Content-Length`) is answered after its body arrived.
 //! - **Close:** after `Connection: close`, HTTP/1.0 without keep-alive, an error answer, or a
 //!   shutdown.
@@ -851,19 +851,37 @@ mod tests {
         let t = Instant::now();
         let mut pool = BufferPool::new();
         let mut conn = Connection::pooled(config(), t);
-        assert!(matches!(conn.next_lent(t, &date, &mut pool), Action::Read { .. }));
-        assert!(!conn.holds_buffers() && pool.made() == 0, "nothing lent to wait");
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Read { .. }
+        ));
+        assert!(
+            !conn.holds_buffers() && pool.made() == 0,
+            "nothing lent to wait"
+        );
         feed(&mut conn, &mut pool, b"GET / HT", t);
-        assert!(matches!(conn.next_lent(t, &date, &mut pool), Action::Read { .. }));
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Read { .. }
+        ));
         assert!(conn.holds_buffers(), "half a request is kept");
         feed(&mut conn, &mut pool, b"TP/1.1\r\n\r\n", t);
-        assert!(matches!(conn.next_lent(t, &date, &mut pool), Action::Write { .. }));
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Write { .. }
+        ));
         assert!(conn.holds_buffers(), "an answer to write");
         conn.wrote(conn.to_write().len() - 1, t);
-        assert!(matches!(conn.next_lent(t, &date, &mut pool), Action::Write { .. }));
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Write { .. }
+        ));
         assert_eq!(conn.to_write(), b"\n", "a partial write is kept");
         conn.wrote(1, t);
-        assert!(matches!(conn.next_lent(t, &date, &mut pool), Action::Read { .. }));
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Read { .. }
+        ));
         assert!(!conn.holds_buffers(), "idle again");
         assert_eq!((pool.made(), pool.free()), (1, 1));
         // The idle timeout passes: closed without a set.
@@ -884,13 +902,25 @@ mod tests {
         let mut conn = Connection::pooled(cfg, t);
         conn.next_lent(t, &date, &mut pool);
         feed(&mut conn, &mut pool, GET, t);
-        assert!(matches!(conn.next_lent(t, &date, &mut pool), Action::Work(_)));
-        assert!(!conn.holds_buffers(), "nothing buffered while the cost is paid");
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Work(_)
+        ));
+        assert!(
+            !conn.holds_buffers(),
+            "nothing buffered while the cost is paid"
+        );
         conn.worked();
-        assert!(matches!(conn.next_lent(t, &date, &mut pool), Action::Write { .. }));
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Write { .. }
+        ));
         assert!(String::from_utf8_lossy(conn.to_write()).starts_with("HTTP/1.1 200 OK"));
         conn.wrote(conn.to_write().len(), t);
-        assert!(matches!(conn.next_lent(t, &date, &mut pool), Action::Read { .. }));
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Read { .. }
+        ));
         assert!(!conn.holds_buffers());
         // A raw connection answers at once: it is never idle before that.
         let raw = ServerConfig {
@@ -899,7 +929,10 @@ mod tests {
         };
         let mut conn = Connection::pooled(raw, t);
         assert!(!conn.is_idle());
-        assert!(matches!(conn.next_lent(t, &date, &mut pool), Action::Write { .. }));
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Write { .. }
+        ));
         assert_eq!(conn.to_write(), HELLO_BODY);
         assert_eq!(pool.made(), 1, "the same set, given back during the delay");
     }

@@ -431,7 +431,11 @@ mod tests {
         client.write_all(bytes).unwrap();
         let mut received = Vec::new();
         let start = Instant::now();
-        while String::from_utf8_lossy(&received).matches("HelloWorld").count() < answers {
+        while String::from_utf8_lossy(&received)
+            .matches("HelloWorld")
+            .count()
+            < answers
+        {
             assert!(start.elapsed() < Duration::from_secs(5), "no answers");
             if conns.read(token, Instant::now()).unwrap() {
                 assert_eq!(

@@ -24,8 +24,11 @@
 //!
 //! How it reads: `SignalLoop::run` takes one signal and dispatches it to `on_signal` (a
 //! descriptor's event), `on_overflow` (`SIGIO`) or `begin_shutdown` (SIGTERM), then serves
-//! the deadlines that passed. The protocol is serverkit's [`Connection`], the state machine
-//! every model drives; this file only decides how a connection waits.
+//! the deadlines that passed. The protocol is serverkit's
+//! [`Connection`](serverkit::connection::Connection), the state machine every model drives,
+//! and the connections live in serverkit's [`Conns`], the table by descriptor the other
+//! single-threaded loops use (with the pool their buffers are lent from while bytes are in
+//! them); this file only decides how a connection waits.
 //!
 //! **Edge semantics.** A signal says that something happened, once: it does not come again
 //! for data that sits unread. So after a signal the loop drives the connection until it
