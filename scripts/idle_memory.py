@@ -135,6 +135,18 @@ def answer(sock):
         data += chunk
 
 
+def stop(proc):
+    """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Ours:
     """One of our servers: a binary and its flags; the port from its ready line."""
 
@@ -164,14 +176,7 @@ class Ours:
         return (host, int(port))
 
     def stop(self):
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
 
 
 class Nginx:
@@ -219,13 +224,7 @@ class Nginx:
         raise RuntimeError("nginx did not start listening")
 
     def stop(self):
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -315,21 +315,26 @@ pub fn would_block(e: &io::Error) -> bool {
 mod tests {
     use super::*;
 
-    fn pair() -> (TcpListener, TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        assert!(accept(&listener).unwrap().is_none(), "nothing queued yet");
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    /// The next connection queued on `listener` (the connect may take a moment to land).
+    fn accept_soon(listener: &TcpListener) -> TcpStream {
         let start = Instant::now();
-        let server = loop {
-            if let Some(stream) = accept(&listener).unwrap() {
-                break stream;
+        loop {
+            if let Some(stream) = accept(listener).unwrap() {
+                return stream;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(5),
                 "nothing to accept"
             );
-        };
+        }
+    }
+
+    fn pair() -> (TcpListener, TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        assert!(accept(&listener).unwrap().is_none(), "nothing queued yet");
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let server = accept_soon(&listener);
         (listener, client, server)
     }
 
@@ -418,6 +423,22 @@ mod tests {
         assert!(http.holds_buffers(), "an answer is left half written");
     }
 
+    /// A table holding one connection (its token), and the client's end of it.
+    fn table_of_one() -> (TcpListener, TcpStream, Conns<()>, u64) {
+        let (listener, client, server) = pair();
+        let mut conns = Conns::new(ServerConfig::default());
+        let token = conns.add(server, (), Instant::now());
+        (listener, client, conns, token)
+    }
+
+    /// Reads into the connection behind `token` once bytes have arrived.
+    fn read_soon<W>(conns: &mut Conns<W>, token: u64) {
+        let start = Instant::now();
+        while !conns.read(token, Instant::now()).unwrap() {
+            assert!(start.elapsed() < Duration::from_secs(5), "nothing arrived");
+        }
+    }
+
     /// Sends `bytes` from `client`, then lets the connection read and advance until it waits
     /// to read with nothing left to read; returns what the client received.
     fn exchange<W>(
@@ -454,9 +475,7 @@ mod tests {
 
     #[test]
     fn an_idle_connection_holds_no_buffers_and_requests_allocate_none() {
-        let (_listener, mut client, server) = pair();
-        let mut conns: Conns<()> = Conns::new(ServerConfig::default());
-        let token = conns.add(server, (), Instant::now());
+        let (_listener, mut client, mut conns, token) = table_of_one();
         let date = DateCache::at(Instant::now());
         assert_eq!(
             conns.advance(token, Instant::now(), &date),
@@ -480,15 +499,10 @@ mod tests {
 
     #[test]
     fn a_request_split_across_reads_keeps_its_buffers_until_answered() {
-        let (_listener, mut client, server) = pair();
-        let mut conns: Conns<()> = Conns::new(ServerConfig::default());
-        let token = conns.add(server, (), Instant::now());
+        let (_listener, mut client, mut conns, token) = table_of_one();
         let date = DateCache::at(Instant::now());
         client.write_all(b"GET / HT").unwrap();
-        let start = Instant::now();
-        while !conns.read(token, Instant::now()).unwrap() {
-            assert!(start.elapsed() < Duration::from_secs(5), "nothing arrived");
-        }
+        read_soon(&mut conns, token);
         assert_eq!(
             conns.advance(token, Instant::now(), &date),
             Some(Step::Readable)
@@ -504,9 +518,7 @@ mod tests {
 
     #[test]
     fn a_pipelined_burst_is_answered_in_full_and_the_buffers_go_back() {
-        let (_listener, mut client, server) = pair();
-        let mut conns: Conns<()> = Conns::new(ServerConfig::default());
-        let token = conns.add(server, (), Instant::now());
+        let (_listener, mut client, mut conns, token) = table_of_one();
         let burst = b"GET / HTTP/1.1\r\n\r\n".repeat(100);
         let answers = exchange(&mut conns, token, &mut client, &burst, 100);
         assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 100);
@@ -515,10 +527,7 @@ mod tests {
         let (_listener, mut client, server) = pair();
         let other = conns.add(server, (), Instant::now());
         client.write_all(b"GET /").unwrap();
-        let start = Instant::now();
-        while !conns.read(other, Instant::now()).unwrap() {
-            assert!(start.elapsed() < Duration::from_secs(5), "nothing arrived");
-        }
+        read_soon(&mut conns, other);
         assert!(conns.get(other).unwrap().http.holds_buffers());
         conns.close(other);
         assert_eq!(conns.pool().free(), conns.pool().made());
@@ -544,16 +553,7 @@ mod tests {
             // The client's socket first, so that the descriptor freed next is the lowest.
             let _second = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             assert_eq!(conns.close(old), Some("first"));
-            let start = Instant::now();
-            let stream = loop {
-                if let Some(stream) = accept(&listener).unwrap() {
-                    break stream;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(5),
-                    "nothing to accept"
-                );
-            };
+            let stream = accept_soon(&listener);
             if stream.as_raw_fd() != fd {
                 continue;
             }
