@@ -28,7 +28,7 @@ one answer and stay open, idle, and read it again. Columns:
   slab (sockets, epoll items, task structs), kernel stacks (one per thread, 16 KiB on
   x86-64) and page tables (one set per process). Machine wide, so it also counts the client's
   end of each loopback connection and whatever else runs; none of it is in a process's PSS.
-  Given as slab + stacks + page tables.
+  Given as slab + stacks + page tables, over 100 connections or more.
 
 A model that cannot hold CONNS connections (the iterative server serves one at a time, a
 pool one per worker, select at most 1024 descriptors) is measured with those it held, and
@@ -347,7 +347,9 @@ def main():
             line = f"{server.name:<17} not measured: {e}  {flags}"
         else:
             note = f"; held {r['held']} of {args.conns}, {r['stopped']}" if r["stopped"] else ""
-            kernel = " + ".join(f"{k:.0f}" for k in r["kernel"])
+            # Machine-wide growth means something only over many connections.
+            kernel = " + ".join(f"{k:.0f}" for k in r["kernel"]) if r["held"] >= 100 else "-"
+
             line = (f"{server.name:<17} {r['held']:>6} {r['before']:>8} kB {r['after']:>8} kB "
                     f"{r['per']:>11.0f} {r['all']:>11.0f} {r['procs']:>6} {r['threads']:>7} "
                     f"{kernel:>23}  {flags}{note}")
