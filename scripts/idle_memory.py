@@ -30,6 +30,13 @@ one answer and stay open, idle, and read it again. Columns:
   end of each loopback connection and whatever else runs; none of it is in a process's PSS.
   Given as slab + stacks + page tables, over 100 connections or more.
 
+`--breakdown` adds, under each row, where the tree's anonymous memory is once the
+connections are held: its mappings grouped by kind (the heap, the main stack, the writable
+data of a binary or library, anonymous mappings of one size: thread stacks, malloc's
+arenas), the largest groups first, with how many there are and their dirty PSS (Pss_Dirty:
+smaps has no Pss_Anon per mapping, and anonymous pages are dirty once written) per mapping
+and per connection held.
+
 A model that cannot hold CONNS connections (the iterative server serves one at a time, a
 pool one per worker, select at most 1024 descriptors) is measured with those it held, and
 the row says at which connection it stopped and why (no answer within --timeout, or closed).
@@ -103,6 +110,33 @@ def threads(pid):
         return len(os.listdir(f"/proc/{pid}/task"))
     except FileNotFoundError:
         return 0
+
+
+def breakdown(pid, held, top=5):
+    """Lines describing the tree's anonymous memory grouped by mapping (see the docstring)."""
+    groups = {}
+    for p in tree(pid):
+        key = None
+        try:
+            with open(f"/proc/{p}/smaps") as f:
+                for line in f:
+                    fields = line.split()
+                    if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+                        start, end = (int(x, 16) for x in fields[0].split("-"))
+                        name = os.path.basename(fields[5]) if len(fields) > 5 else "anonymous"
+                        key = (name, fields[1], (end - start) // 1024)
+                    elif fields[0] == "Pss_Dirty:" and key is not None:
+                        count, kb = groups.get(key, (0, 0))
+                        groups[key] = (count + 1, kb + int(fields[1]))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    lines = []
+    for (name, perms, size), (count, kb) in sorted(groups.items(), key=lambda g: -g[1][1])[:top]:
+        if kb == 0:
+            break
+        lines.append(f"    {name} {perms} {size} kB x {count}: {kb} kB, "
+                     f"{kb / count:.1f} kB each, {kb * 1024 / held:.0f} B per connection")
+    return lines
 
 
 def sample(pid):
@@ -228,7 +262,7 @@ class Nginx:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def measure(server, conns, timeout):
+def measure(server, conns, timeout, detail=False):
     """Returns a dict of the figures, or raises RuntimeError if the server did not start or
     could not even be warmed up."""
     try:
@@ -259,6 +293,7 @@ def measure(server, conns, timeout):
                 break
         time.sleep(1)
         (after, procs, nthreads), kernel_after = sample(server.proc.pid), kernel_kb()
+        details = breakdown(server.proc.pid, max(len(held), 1)) if detail else []
         for sock in held:
             sock.close()
         n = max(len(held), 1)
@@ -267,7 +302,7 @@ def measure(server, conns, timeout):
             "per": (after - before) * 1024 / n, "all": after * 1024 / n,
             "procs": procs, "threads": nthreads,
             "kernel": [(a - b) * 1024 / n for a, b in zip(kernel_after, kernel_before)],
-            "stopped": stopped,
+            "stopped": stopped, "breakdown": details,
         }
     finally:
         server.stop()
@@ -310,6 +345,8 @@ def main():
     parser.add_argument("--timeout", type=float, default=5.0,
                         help="seconds to wait for a start, an answer (default 5)")
     parser.add_argument("--out", metavar="FILE", help="also write the table here (atomically)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="under each row, its anonymous memory by mapping")
     parser.add_argument("servers", nargs="*", metavar="SERVER")
     args = parser.parse_args()
     try:
@@ -340,21 +377,23 @@ def main():
     failed = False
     for server in servers:
         flags = " ".join(server.flags)
+        details = []
         try:
-            r = measure(server, args.conns, args.timeout)
+            r = measure(server, args.conns, args.timeout, args.breakdown)
         except RuntimeError as e:
             failed = True
             line = f"{server.name:<17} not measured: {e}  {flags}"
         else:
+            details = r["breakdown"]
             note = f"; held {r['held']} of {args.conns}, {r['stopped']}" if r["stopped"] else ""
             # Machine-wide growth means something only over many connections.
             kernel = " + ".join(f"{k:.0f}" for k in r["kernel"]) if r["held"] >= 100 else "-"
-
             line = (f"{server.name:<17} {r['held']:>6} {r['before']:>8} kB {r['after']:>8} kB "
                     f"{r['per']:>11.0f} {r['all']:>11.0f} {r['procs']:>6} {r['threads']:>7} "
                     f"{kernel:>23}  {flags}{note}")
-        print(line, flush=True)
-        lines.append(line)
+        for line in [line] + details:
+            print(line, flush=True)
+            lines.append(line)
     if args.out:
         directory = os.path.dirname(os.path.abspath(args.out))
         with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as f:
