@@ -118,6 +118,10 @@ fn start(cli: &Cli) -> io::Result<()> {
     event_loop.run()
 }
 
+/// Steps (reads, writes, answers) one drive of a connection may take before the loop takes
+/// its signals again.
+const DRIVE_BUDGET: usize = 64;
+
 /// The signals this loop takes, all blocked: the readiness signal, its overflow (`SIGIO`),
 /// and the two that ask for a shutdown.
 struct Signals {
@@ -253,6 +257,9 @@ struct SignalLoop {
     /// Out of descriptors: no accept until the next tick.
     listener_paused: bool,
     stopping: bool,
+    /// Connections whose drive ran out of its budget while they still had work: driven again
+    /// after the loop has taken its signals (SIGTERM included).
+    again: Vec<u64>,
     overflows: u64,
     last_report: Option<Instant>,
     date: DateCache,
@@ -278,6 +285,7 @@ impl SignalLoop {
             backlog: true,
             listener_paused: false,
             stopping: false,
+            again: Vec::new(),
             overflows: 0,
             last_report: None,
             date: DateCache::at(now),
@@ -294,9 +302,13 @@ impl SignalLoop {
                 return Ok(());
             }
             let ticking = self.conns.open() > 0 || self.listener_paused;
-            let woken = self
-                .signals
-                .wait(self.deadlines.next(ticking.then_some(self.next_sweep)))?;
+            // With connections still to drive, only look at the signals already queued.
+            let until = if self.again.is_empty() {
+                self.deadlines.next(ticking.then_some(self.next_sweep))
+            } else {
+                Some(now)
+            };
+            let woken = self.signals.wait(until)?;
             let now = Instant::now();
             self.date.refresh(now);
             match woken {
@@ -310,6 +322,9 @@ impl SignalLoop {
                     conn.http.worked();
                     self.drive(token, now);
                 }
+            }
+            for token in std::mem::take(&mut self.again) {
+                self.drive(token, now);
             }
             if now >= self.next_sweep {
                 self.sweep(now);
@@ -429,7 +444,16 @@ impl SignalLoop {
             return;
         };
         let hints = &mut conn.watch;
+        let mut budget = DRIVE_BUDGET;
         conn.waiting = loop {
+            if budget == 0 {
+                // A client that keeps this connection busy (pipelining, reading as fast as we
+                // write) must not keep the other connections, or SIGTERM, waiting: go back to
+                // the signals, and drive it again after them.
+                self.again.push(token);
+                break Waiting::Readable;
+            }
+            budget -= 1;
             match conn.http.next_lent(now, &date, pool) {
                 Action::Read { .. } if !hints.readable => break Waiting::Readable,
                 Action::Read { .. } => {
