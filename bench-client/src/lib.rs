@@ -7,10 +7,12 @@
 //! - [`meta`]: machine description and timestamps;
 //! - [`load`]: one load run from start to [`load::LoadResult`];
 //! - [`stats`]: medians, bootstrap intervals, and when a difference may be claimed;
-//! - [`suite`]: the suite runner (`paper`, `suite --preset`).
+//! - [`suite`]: the suite runner (`paper`, `suite --preset`), its reports and plots;
+//! - [`html`]: every preset's report on one static page (`bench-client html`, `make report`).
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod html;
 pub mod load;
 pub mod meta;
 pub mod output;
