@@ -252,11 +252,6 @@ pub fn page(results: &Path, out_dir: &Path) -> Result<String, String> {
     for section in &sections {
         let prefix = relative(out_dir, &results.join(&section.name));
         let _ = writeln!(s, "<section id=\"{}\">", escape(&section.name));
-        let _ = writeln!(
-            s,
-            "<p><small>{}/latest.md</small></p>",
-            escape(&section.name)
-        );
         s.push_str(&render(&section.markdown, &prefix));
         for file in &section.missing {
             let _ = writeln!(

@@ -139,14 +139,24 @@ fn tiny_preset_measures_every_model_and_writes_csv_and_markdown() {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "csv"))
         .unwrap();
-    let again = out.join("again.md");
+    let again = out.join("again");
     let status = Command::new(env!("CARGO_BIN_EXE_bench-client"))
         .args(["report", "--preset", "tiny", csv.to_str().unwrap(), "--out"])
-        .arg(&again)
+        .arg(again.join("latest.md"))
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(std::fs::read_to_string(&again).unwrap(), markdown);
+    assert_eq!(
+        std::fs::read_to_string(again.join("latest.md")).unwrap(),
+        markdown
+    );
+    // So are its plots, byte for byte: a CPU bar chart per cell, embedded in the report.
+    for table in ["tiny-hello", "tiny-delay"] {
+        let plot = format!("cpu-{table}.svg");
+        assert!(markdown.contains(&format!("]({plot})")), "{plot} embedded");
+        let first = std::fs::read(out.join(&plot)).expect("the suite wrote the plot");
+        assert_eq!(first, std::fs::read(again.join(&plot)).unwrap(), "{plot}");
+    }
     assert!(markdown.contains("## hello, 20 requests, 2 at a time"));
     for model in MODELS {
         assert!(

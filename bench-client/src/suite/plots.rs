@@ -9,6 +9,7 @@
 
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::Shift;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::prelude::*;
 
 use crate::stats::Estimate;
@@ -20,20 +21,27 @@ pub const LINE_HEIGHT: u32 = 480;
 
 /// A distinct colour per server: its place in the suite's list of servers.
 fn colour_of(name: &str) -> RGBColor {
-    // Colour-blind-friendly (Okabe-Ito and Tol's), then darker variants.
-    const PALETTE: [RGBColor; 12] = [
+    // Okabe-Ito's colour-blind-friendly eight first, then Tol's; epoll (the reference of
+    // the ratios) in near-black. One per server of the suite, in its order.
+    const PALETTE: [RGBColor; 18] = [
         RGBColor(0, 114, 178),
         RGBColor(230, 159, 0),
         RGBColor(0, 158, 115),
         RGBColor(204, 121, 167),
         RGBColor(86, 180, 233),
         RGBColor(213, 94, 0),
-        RGBColor(120, 120, 120),
+        RGBColor(40, 40, 40),
         RGBColor(240, 200, 40),
         RGBColor(51, 34, 136),
         RGBColor(136, 34, 85),
         RGBColor(17, 119, 51),
-        RGBColor(0, 0, 0),
+        RGBColor(130, 130, 130),
+        RGBColor(170, 68, 153),
+        RGBColor(68, 170, 153),
+        RGBColor(153, 153, 51),
+        RGBColor(204, 102, 119),
+        RGBColor(102, 51, 0),
+        RGBColor(136, 204, 238),
     ];
     let index = super::servers()
         .iter()
@@ -79,7 +87,8 @@ pub fn cpu_bars(title: &str, bars: &[Bar]) -> String {
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(120)
-                .build_cartesian_2d(0.0..x_max, (0..n).into_segmented())
+                // Integer ranges are inclusive here: 0..n-1 is n segments.
+                .build_cartesian_2d(0.0..x_max, (0..(n - 1).max(1)).into_segmented())
             else {
                 return;
             };
@@ -96,7 +105,9 @@ pub fn cpu_bars(title: &str, bars: &[Bar]) -> String {
                     _ => String::new(),
                 })
                 .x_desc("server CPU per request, µs (median; whiskers: the interval)")
+                .x_label_formatter(&|v| tick(*v))
                 .label_style(("sans-serif", 13))
+                .light_line_style(RGBColor(242, 242, 242))
                 .draw();
             let _ = chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
                 let mut bar = Rectangle::new(
@@ -126,7 +137,7 @@ pub fn cpu_bars(title: &str, bars: &[Bar]) -> String {
                         b.estimate.high.max(b.estimate.median) + x_max * 0.01,
                         SegmentValue::CenterOf(at(i)),
                     ),
-                    ("sans-serif", 12),
+                    TextStyle::from(("sans-serif", 12)).pos(Pos::new(HPos::Left, VPos::Center)),
                 )
             }));
         },
