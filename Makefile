@@ -1,7 +1,7 @@
 # archbench entry points. `make test` is what CI runs (.ci/run).
 CARGO ?= cargo
 
-.PHONY: all build release test lint fmt doc unit bench paper suite clean
+.PHONY: all build release test lint fmt doc unit bench paper suite report clean
 
 all: build
 
@@ -40,7 +40,13 @@ bench:
 paper: release
 	./target/release/bench-client paper $(PAPER_ARGS)
 
-## suite: any preset, e.g. make suite PRESET=hostile (results/<preset>/latest.md)
+## suite: any preset, e.g. make suite PRESET=hostile (results/<preset>/latest.md and its plots);
+## make suite PRESET=scale: where each model stops scaling (about 10 minutes on 2 cores)
 PRESET ?= http
 suite: release
 	./target/release/bench-client suite --preset $(PRESET) $(SUITE_ARGS)
+
+## report: every preset's report and plots on one static page, results/report.html (opens
+## from disk; a debug build is enough: nothing is measured)
+report:
+	$(CARGO) run --quiet -p bench-client -- html

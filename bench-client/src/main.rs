@@ -448,6 +448,17 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
             "{with_errors} rows had request errors (status 'errors'; see their err_* columns)"
         );
     }
+    let not_held = run
+        .rows
+        .iter()
+        .filter(|r| r.status == bench_client::output::Status::Limit)
+        .count();
+    if not_held > 0 {
+        println!(
+            "{not_held} rows are levels a server could not hold, or did not run after one \
+             (status 'limit'; see their notes and the report)"
+        );
+    }
     if failed > 0 {
         eprintln!(
             "bench-client: {failed} rows failed or are partial (status 'failed' or 'partial'; see their notes)"

@@ -228,6 +228,14 @@ fn flags(sum: &Summary) -> String {
     if sum.failures > 0 {
         out.push(format!("**failed {}/{}**", sum.failures, sum.reps));
     }
+    let not_held = sum
+        .measured
+        .iter()
+        .filter(|r| r.status == Status::Limit)
+        .count();
+    if not_held > 0 {
+        out.push(format!("✗ level not held in {not_held}/{}", sum.reps));
+    }
     if sum.measured.is_empty() {
         let unavailable = sum.note.is_empty() || sum.failures == 0;
         out.push(

@@ -436,9 +436,9 @@ struct Opening {
 }
 
 /// Opens `n` keep-alive connections to `addr`, [`IDLE_IN_FLIGHT`] at a time, each sending one
-/// request and reading its answer, and keeps those answered. Stops at `deadline`, or when
+/// request and reading its answer, and keeps those answered. Stops at `deadline`, when
 /// nothing has completed for `stall` (a server serving one connection at a time, or a pool
-/// whose workers are all held, never answers the rest).
+/// whose workers are all held, never answers the rest), or at SIGINT.
 ///
 /// # Errors
 /// Only if epoll cannot be set up; connection failures are counted.
@@ -480,7 +480,7 @@ pub fn hold_idle(
         if opening.is_empty() && started >= n {
             break;
         }
-        if now - start >= deadline || now - last_progress >= stall {
+        if now - start >= deadline || now - last_progress >= stall || crate::load::interrupted() {
             held.stalled = now - last_progress >= stall;
             break;
         }
