@@ -17,7 +17,13 @@ use crate::output::{self, ResultRow};
 /// Presets shown first, in this order; any other results directory with a `latest.md`
 /// follows, by name.
 const ORDER: [&str; 7] = [
-    "paper", "paper-shared", "http", "models", "hostile", "scale", "bench",
+    "paper",
+    "paper-shared",
+    "http",
+    "models",
+    "hostile",
+    "scale",
+    "bench",
 ];
 
 /// One results directory with a report.
@@ -33,7 +39,7 @@ pub struct Section {
     pub missing: Vec<String>,
 }
 
-/// Reads every `latest.md` under `results`, in [`ORDER`].
+/// Reads every `latest.md` under `results`, in the order of `ORDER` (the presets first, then by name).
 ///
 /// # Errors
 /// `results` cannot be read, or holds no report.
@@ -52,7 +58,10 @@ pub fn sections(results: &Path) -> Result<Vec<Section>, String> {
         )
     });
     if names.is_empty() {
-        return Err(format!("no results/*/latest.md under {}", results.display()));
+        return Err(format!(
+            "no results/*/latest.md under {}",
+            results.display()
+        ));
     }
     names
         .into_iter()
@@ -214,11 +223,7 @@ pub fn page(results: &Path, out_dir: &Path) -> Result<String, String> {
          figure: docs/method.md; the columns of the CSVs: results/README.md.</p>\n<nav>",
     );
     for section in &sections {
-        let _ = write!(
-            s,
-            "<a href=\"#{0}\">{0}</a>",
-            escape(&section.name)
-        );
+        let _ = write!(s, "<a href=\"#{0}\">{0}</a>", escape(&section.name));
     }
     s.push_str("</nav>\n<h2 id=\"machines\">Machines and provenance</h2>\n<table>\n");
     s.push_str(
@@ -291,7 +296,10 @@ mod tests {
     fn relative_paths_climb_and_descend() {
         let p = |s: &str| PathBuf::from(s);
         assert_eq!(relative(&p("/r/results"), &p("/r/results/paper")), "paper");
-        assert_eq!(relative(&p("/tmp/x"), &p("/r/results/paper")), "../../r/results/paper");
+        assert_eq!(
+            relative(&p("/tmp/x"), &p("/r/results/paper")),
+            "../../r/results/paper"
+        );
         assert_eq!(relative(&p("/r"), &p("/r")), ".");
     }
 
@@ -304,8 +312,14 @@ mod tests {
         assert_eq!(images(md), ["cpu-x.svg"]);
         let html = render(md, "x");
         assert!(html.contains("<h2>Suite: x</h2>"), "{html}");
-        assert!(html.contains("<img src=\"x/cpu-x.svg\" alt=\"CPU\" />"), "{html}");
+        assert!(
+            html.contains("<img src=\"x/cpu-x.svg\" alt=\"CPU\" />"),
+            "{html}"
+        );
         assert!(html.contains("<td>1 &lt; 2</td>") && html.contains("x &amp; y"));
-        assert!(html.contains("&lt;b&gt;raw&lt;/b&gt;"), "raw HTML is shown as text");
+        assert!(
+            html.contains("&lt;b&gt;raw&lt;/b&gt;"),
+            "raw HTML is shown as text"
+        );
     }
 }

@@ -438,26 +438,22 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
     };
     println!("wrote {} and {}", run.csv.display(), run.markdown.display());
     let failed = run.rows.iter().filter(|r| r.status.is_failure()).count();
-    let with_errors = run
-        .rows
-        .iter()
-        .filter(|r| r.status == bench_client::output::Status::Errors)
-        .count();
-    if with_errors > 0 {
-        println!(
-            "{with_errors} rows had request errors (status 'errors'; see their err_* columns)"
-        );
-    }
-    let not_held = run
-        .rows
-        .iter()
-        .filter(|r| r.status == bench_client::output::Status::Limit)
-        .count();
-    if not_held > 0 {
-        println!(
-            "{not_held} rows are levels a server could not hold, or did not run after one \
-             (status 'limit'; see their notes and the report)"
-        );
+    use bench_client::output::Status;
+    for (status, what) in [
+        (
+            Status::Errors,
+            "had request errors (status 'errors'; see their err_* columns)",
+        ),
+        (
+            Status::Limit,
+            "are levels a server could not hold, or did not run after one (status 'limit'; \
+             see their notes and the report)",
+        ),
+    ] {
+        let count = run.rows.iter().filter(|r| r.status == status).count();
+        if count > 0 {
+            println!("{count} rows {what}");
+        }
     }
     if failed > 0 {
         eprintln!(

@@ -186,7 +186,10 @@ fn the_page_and_its_plots_are_well_formed_and_name_every_model() {
         .filter_map(|n| n.text())
         .collect();
     for model in workspace_models() {
-        assert!(cells.contains(&model.as_str()), "the page never names {model}");
+        assert!(
+            cells.contains(&model.as_str()),
+            "the page never names {model}"
+        );
     }
     // Each report has its section, and the machines table its row.
     for section in ["paper", "http", "models", "hostile"] {

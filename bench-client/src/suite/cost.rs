@@ -525,7 +525,11 @@ mod tests {
         assert!(s.processes >= 1 && s.threads >= 1 && s.rss_kb > 0, "{s:?}");
         assert!(!s.switches.is_empty());
         let pss = pss_tree_kb(std::process::id()).expect("smaps_rollup is readable");
-        assert!(pss > 0 && pss <= s.rss_kb, "PSS {pss} KiB, RSS {} KiB", s.rss_kb);
+        assert!(
+            pss > 0 && pss <= s.rss_kb,
+            "PSS {pss} KiB, RSS {} KiB",
+            s.rss_kb
+        );
     }
 
     #[test]

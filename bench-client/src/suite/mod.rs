@@ -482,7 +482,8 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
                     given_up.push(def.name);
                 }
                 if let (Some(step), Status::Limit, None) = (cell.scale, row.status, earlier) {
-                    let why = row.notes.split("; ").next().unwrap_or_default();
+                    let first = row.notes.split("; ").next().unwrap_or_default();
+                    let why = first.strip_prefix(scale::NOT_HELD).unwrap_or(first);
                     stopped.insert(
                         (def.name, step.sweep),
                         format!("could not hold {} ({why})", scale::thousands(step.level)),
@@ -687,12 +688,14 @@ fn measure(
             ..spec.clone()
         },
         None => LoadSpec {
-            requests: Some(if spec.duration.is_some() {
-                10 * cell.concurrency as u64
-            } else {
-                spec.requests.unwrap_or(0) / 10
-            }
-            .max(cell.concurrency as u64)),
+            requests: Some(
+                if spec.duration.is_some() {
+                    10 * cell.concurrency as u64
+                } else {
+                    spec.requests.unwrap_or(0) / 10
+                }
+                .max(cell.concurrency as u64),
+            ),
             duration: None,
             ..spec.clone()
         },
@@ -710,9 +713,7 @@ fn measure(
         std::thread::sleep(Duration::from_millis(300));
         held.unwrap_or_default()
     });
-    let pss_idle = held
-        .as_ref()
-        .and_then(|_| cost::pss_tree_kb(running.pid()));
+    let pss_idle = held.as_ref().and_then(|_| cost::pss_tree_kb(running.pid()));
 
     // The measured window: from just before the first measured request to just after the
     // last answer. Nothing the server did before or after it is in the row's costs.
@@ -866,7 +867,7 @@ fn measure(
         if let Err(why) = scale::verdict(step, &row, idle_held, died.as_deref()) {
             row.status = Status::Limit;
             row.partial = false;
-            notes.insert(0, format!("could not hold this level: {why}"));
+            notes.insert(0, format!("{}{why}", scale::NOT_HELD));
         }
     }
     row.notes = notes.join("; ");

@@ -9,8 +9,8 @@
 
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::Shift;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::stats::Estimate;
 
@@ -249,11 +249,7 @@ pub fn lines(axes: Axes, series: &[Series]) -> String {
                     colour.stroke_width(2),
                 ));
                 let _ = legend.draw(&Circle::new((16, y), 3, colour.filled()));
-                let _ = legend.draw(&Text::new(
-                    s.name.clone(),
-                    (34, y - 7),
-                    ("sans-serif", 13),
-                ));
+                let _ = legend.draw(&Text::new(s.name.clone(), (34, y - 7), ("sans-serif", 13)));
             }
         },
         (WIDTH, LINE_HEIGHT),
@@ -261,11 +257,7 @@ pub fn lines(axes: Axes, series: &[Series]) -> String {
 }
 
 fn draw_lines<'a, Y>(
-    chart: &mut ChartContext<
-        'a,
-        SVGBackend<'a>,
-        Cartesian2d<LogCoord<f64>, Y>,
-    >,
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<LogCoord<f64>, Y>>,
     axes: Axes,
     series: &[Series],
 ) where
@@ -286,11 +278,7 @@ fn draw_lines<'a, Y>(
             s.points.iter().copied(),
             colour.stroke_width(2),
         ));
-        let _ = chart.draw_series(
-            s.points
-                .iter()
-                .map(|&p| Circle::new(p, 3, colour.filled())),
-        );
+        let _ = chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())));
     }
 }
 
@@ -322,7 +310,10 @@ mod tests {
         let svg = cpu_bars("a <cell> & its title", &bars);
         assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
         assert!(has_text(&svg, "epoll") && has_text(&svg, "fork") && has_text(&svg, "275.8"));
-        assert!(has_text(&svg, "a &lt;cell&gt; &amp; its title"), "text is escaped");
+        assert!(
+            has_text(&svg, "a &lt;cell&gt; &amp; its title"),
+            "text is escaped"
+        );
         assert_eq!(svg, cpu_bars("a <cell> & its title", &bars));
         assert_ne!(svg, cpu_bars("another", &bars));
     }
@@ -347,7 +338,10 @@ mod tests {
         };
         let svg = lines(axes, &series);
         assert!(has_text(&svg, "epoll"));
-        assert!(!has_text(&svg, "nginx"), "nothing of it to show on a log axis");
+        assert!(
+            !has_text(&svg, "nginx"),
+            "nothing of it to show on a log axis"
+        );
         assert!(has_text(&svg, "10,000"), "x ticks are written out");
         assert_eq!(svg, lines(axes, &series));
     }
@@ -360,7 +354,7 @@ mod tests {
             y_desc: "y",
             log_y: true,
         };
-        let empty = vec![Series {
+        let empty = [Series {
             name: "select".into(),
             points: vec![],
         }];

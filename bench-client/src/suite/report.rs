@@ -1,5 +1,5 @@
 //! The Markdown report of a suite run, with its plots; for the `paper` preset, beside the
-//! published figures; for the `scale` preset, a table per sweep ([`scale_report`]).
+//! published figures; for the `scale` preset, a table per sweep (`scale_report`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -217,22 +217,15 @@ fn flags(sum: &Summary) -> String {
     if sum.client_bound() {
         out.push("‡ client-bound".into());
     }
-    let errors = sum
-        .measured
-        .iter()
-        .filter(|r| r.status == Status::Errors)
-        .count();
+    let with = |status| sum.measured.iter().filter(|r| r.status == status).count();
+    let errors = with(Status::Errors);
     if errors > 0 {
         out.push(format!("errors in {errors}/{}", sum.reps));
     }
     if sum.failures > 0 {
         out.push(format!("**failed {}/{}**", sum.failures, sum.reps));
     }
-    let not_held = sum
-        .measured
-        .iter()
-        .filter(|r| r.status == Status::Limit)
-        .count();
+    let not_held = with(Status::Limit);
     if not_held > 0 {
         out.push(format!("✗ level not held in {not_held}/{}", sum.reps));
     }
@@ -299,7 +292,13 @@ impl Written {
 }
 
 /// Embeds a plot in the report: an image line, and the plot to write beside it.
-pub(super) fn embed_plot(s: &mut String, plots: &mut Vec<(String, String)>, file: String, alt: &str, svg: String) {
+pub(super) fn embed_plot(
+    s: &mut String,
+    plots: &mut Vec<(String, String)>,
+    file: String,
+    alt: &str,
+    svg: String,
+) {
     let _ = writeln!(s, "\n![{}]({file})", alt.replace(['[', ']'], ""));
     plots.push((file, svg));
 }
@@ -455,14 +454,17 @@ pub fn render(
         if !bars.is_empty() {
             let title = format!("Server CPU per request: {}", cell.title);
             let svg = plots::cpu_bars(&title, &bars);
-            embed_plot(&mut s, &mut plots, format!("cpu-{}.svg", cell.table), &title, svg);
+            embed_plot(
+                &mut s,
+                &mut plots,
+                format!("cpu-{}.svg", cell.table),
+                &title,
+                svg,
+            );
         }
         s.push('\n');
     }
-    Written {
-        markdown: s,
-        plots,
-    }
+    Written { markdown: s, plots }
 }
 
 /// Every measured server ordered by CPU per request, cheapest first, ties marked.

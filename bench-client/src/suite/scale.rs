@@ -72,6 +72,9 @@ pub const IDLE_STALL: Duration = Duration::from_secs(3);
 /// larger of this and a twentieth of its total.
 pub const MEMORY_FLOOR_KB: u64 = 512 * 1024;
 
+/// How the first note of a row that did not hold its level begins.
+pub const NOT_HELD: &str = "could not hold this level: ";
+
 /// One of the three sweeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sweep {
@@ -108,9 +111,10 @@ impl Sweep {
     /// The sweep a row belongs to (scale rows only).
     pub fn of_row(row: &ResultRow) -> Option<Sweep> {
         let rest = row.table.strip_prefix("scale-")?;
-        Sweep::ALL
-            .into_iter()
-            .find(|s| rest.strip_prefix(s.id()).is_some_and(|l| l.starts_with('-')))
+        Sweep::ALL.into_iter().find(|s| {
+            rest.strip_prefix(s.id())
+                .is_some_and(|l| l.starts_with('-'))
+        })
     }
 }
 
@@ -321,14 +325,16 @@ pub fn preflight(step: Step) -> Option<String> {
 
 /// The memory guard's floor for this machine, KiB.
 pub fn memory_floor_kb() -> u64 {
-    crate::meta::meminfo_kb("MemTotal").map_or(MEMORY_FLOOR_KB, |total| {
-        (total / 20).max(MEMORY_FLOOR_KB)
-    })
+    crate::meta::meminfo_kb("MemTotal")
+        .map_or(MEMORY_FLOOR_KB, |total| (total / 20).max(MEMORY_FLOOR_KB))
 }
 
 /// Whether a server held a step, from what the cell saw; `Err` says why not. Tolerance: a
-/// hundredth of the level's connections may fail (a SYN lost and not retried in time), no
-/// more; a cell with nothing answered, or a server that died, did not hold.
+/// hundredth of the level's connections may fail (a SYN lost and not retried in time), and
+/// one request at any level (one stall of a busy machine should not end a sweep; a starved
+/// connection fails every half window, so starving even two of them is seen), no more; a
+/// hundredth of the idle connections may go unheld. A cell with nothing answered, or a
+/// server that died, did not hold.
 pub fn verdict(
     step: Step,
     row: &ResultRow,
@@ -353,6 +359,7 @@ pub fn verdict(
     if row.ok == 0 {
         return Err(format!("no request answered ({})", error_kinds(row)));
     }
+    let tolerance = tolerance.max(1);
     if errors > tolerance {
         return Err(format!(
             "{errors} requests failed ({}), more than the {tolerance} tolerated at this level",
@@ -615,7 +622,10 @@ mod tests {
         );
         assert_eq!(idle.duration, Some(LONG_WINDOW));
         assert_eq!(cells[5].source_addrs, SOURCE_ADDRS);
-        assert_eq!(idle.title, "10,000 idle connections beside 10 at 1000 req/s");
+        assert_eq!(
+            idle.title,
+            "10,000 idle connections beside 10 at 1000 req/s"
+        );
     }
 
     #[test]
@@ -649,7 +659,10 @@ mod tests {
             sweep: Sweep::Idle,
             level: 10_000,
         };
-        assert_eq!(step.limits().max_conns, Some(10_000 + LIGHT_CONNS + CAP_MARGIN));
+        assert_eq!(
+            step.limits().max_conns,
+            Some(10_000 + LIGHT_CONNS + CAP_MARGIN)
+        );
         assert!(fd_shortfall(step, 20_000).is_none());
         let why = fd_shortfall(
             Step {
@@ -659,13 +672,19 @@ mod tests {
             20_000,
         )
         .unwrap();
-        assert!(why.contains("hard 20000") && why.contains("100074"), "{why}");
+        assert!(
+            why.contains("hard 20000") && why.contains("100074"),
+            "{why}"
+        );
     }
 
     #[test]
     fn ports_are_the_range_per_address_less_time_wait() {
         assert_eq!(port_capacity((32768, 60999), 1, 0), 28232);
-        assert_eq!(port_capacity((32768, 60999), 16, 131_072), 16 * 28232 - 131_072);
+        assert_eq!(
+            port_capacity((32768, 60999), 16, 131_072),
+            16 * 28232 - 131_072
+        );
         assert_eq!(port_capacity((32768, 60999), 1, 131_072), 0);
     }
 
@@ -698,6 +717,13 @@ mod tests {
             verdict(step, &row(5000, 0), None, Some("the server died")),
             Err("the server died".into())
         );
+        // Under 100 connections one failure passes, two do not (a starved connection).
+        let few = Step {
+            sweep: Sweep::PerRequest,
+            level: 10,
+        };
+        assert_eq!(verdict(few, &row(900, 1), None, None), Ok(()));
+        assert!(verdict(few, &row(900, 2), None, None).is_err());
         let idle = Step {
             sweep: Sweep::Idle,
             level: 10_000,
@@ -729,8 +755,8 @@ mod tests {
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHelloWorld\n");
+                let _ =
+                    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHelloWorld\n");
                 kept.push(stream);
             }
         });
@@ -756,8 +782,18 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let began = Instant::now();
-        let held = hold_idle(addr, 20, Duration::from_secs(30), Duration::from_millis(300)).unwrap();
-        assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
+        let held = hold_idle(
+            addr,
+            20,
+            Duration::from_secs(30),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
         assert!(held.stalled);
         assert_eq!((held.streams.len(), held.unanswered), (0, 20));
         drop(listener);

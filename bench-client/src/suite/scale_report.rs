@@ -56,7 +56,7 @@ fn state_of(rows: &[&ResultRow]) -> State {
             return State::NotRun;
         }
         let why = first_note(r);
-        let why = why.strip_prefix("could not hold this level: ").unwrap_or(&why);
+        let why = why.strip_prefix(super::scale::NOT_HELD).unwrap_or(&why);
         return State::Limit(why.to_string());
     }
     match rows.iter().find(|r| !r.status.measured()) {
@@ -154,11 +154,9 @@ impl Grid<'_> {
                     None => String::new(),
                     Some(cell) => match &cell.state {
                         State::Held => show(cell).unwrap_or_else(|| "NA".into()),
-                        State::Limit(_) => {
-                            format!("✗ {}", show(cell).unwrap_or_default())
-                                .trim_end()
-                                .to_string()
-                        }
+                        State::Limit(_) => format!("✗ {}", show(cell).unwrap_or_default())
+                            .trim_end()
+                            .to_string(),
                         State::NotRun => "—".into(),
                         State::Other(_) => "n/a".into(),
                     },
@@ -205,8 +203,16 @@ fn bound(cell: &Cell) -> &'static str {
 
 fn threads_procs(cell: &Cell) -> Option<String> {
     let t = cell.rows.iter().filter_map(|r| r.server_threads.0).max()?;
-    let p = cell.rows.iter().filter_map(|r| r.server_processes.0).max()?;
-    Some(format!("{} / {}", thousands(t as usize), thousands(p as usize)))
+    let p = cell
+        .rows
+        .iter()
+        .filter_map(|r| r.server_processes.0)
+        .max()?;
+    Some(format!(
+        "{} / {}",
+        thousands(t as usize),
+        thousands(p as usize)
+    ))
 }
 
 fn bytes(v: f64) -> String {
@@ -219,13 +225,17 @@ fn bytes(v: f64) -> String {
 
 /// The sweeps' sections of the scale report, their plots added to `plots`.
 pub fn sweeps(s: &mut String, plots: &mut Vec<(String, String)>, rows: &[ResultRow]) {
-    let grids: Vec<Grid> = Sweep::ALL.into_iter().filter_map(|w| grid(rows, w)).collect();
+    let grids: Vec<Grid> = Sweep::ALL
+        .into_iter()
+        .filter_map(|w| grid(rows, w))
+        .collect();
     let _ = writeln!(
         s,
         "Each server is started afresh for every cell, with `--max-conns` above the cell's \
          connections and a 120 s idle timeout (nginx: `worker_connections`; Node: \
          `maxConnections`, `keepAliveTimeout`). A level is **held** when at most a hundredth \
-         of its connections failed (refused, reset, closed or timed out) and, for idle \
+         of its connections failed (refused, reset, closed or timed out; one below 200) and, \
+         for idle \
          connections, at least 99 % of them got their answer and stayed open. ✗ marks a level \
          not held (its figures, where it has any, follow the mark; why is listed under the \
          sweep), — a level not run because a lower one was not held, n/a one not measured \
@@ -347,33 +357,34 @@ fn sweep_section(s: &mut String, plots: &mut Vec<(String, String)>, g: &Grid) {
     } else {
         "connections (log)"
     };
-    let figures: Vec<(&str, &str, bool, Box<dyn Fn(&ResultRow) -> Option<f64>>)> =
-        if g.sweep == Sweep::Idle {
-            vec![
-                (
-                    "memory",
-                    "memory per idle connection, bytes (log)",
-                    true,
-                    Box::new(|r: &ResultRow| r.mem_per_conn_b.0),
-                ),
-                (
-                    "cpu",
-                    "server CPU per request of the light load, µs (log)",
-                    true,
-                    Box::new(cpu_us),
-                ),
-            ]
-        } else {
-            vec![
-                ("rps", "req/s", false, Box::new(|r: &ResultRow| Some(r.rps))),
-                (
-                    "p99",
-                    "p99 latency, ms (log)",
-                    true,
-                    Box::new(|r: &ResultRow| r.lat_p99_ms.0),
-                ),
-            ]
-        };
+    // (file name part, y axis, logarithmic y, the figure of a row)
+    type Figure = (
+        &'static str,
+        &'static str,
+        bool,
+        fn(&ResultRow) -> Option<f64>,
+    );
+    let figures: [Figure; 2] = if g.sweep == Sweep::Idle {
+        [
+            (
+                "memory",
+                "memory per idle connection, bytes (log)",
+                true,
+                |r| r.mem_per_conn_b.0,
+            ),
+            (
+                "cpu",
+                "server CPU per request of the light load, µs (log)",
+                true,
+                cpu_us,
+            ),
+        ]
+    } else {
+        [
+            ("rps", "req/s", false, |r| Some(r.rps)),
+            ("p99", "p99 latency, ms (log)", true, |r| r.lat_p99_ms.0),
+        ]
+    };
     for (short, y_desc, log_y, f) in figures {
         let title = format!("{}: {y_desc}", g.sweep.title());
         let svg = plots::lines(

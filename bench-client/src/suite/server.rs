@@ -82,12 +82,19 @@ impl ConnLimits {
     /// `--server-args` already give (a flag given twice is a usage error).
     fn flags(&self, given: &[String]) -> Vec<String> {
         let mut flags = Vec::new();
-        let absent = |flag: &str| !given.iter().any(|g| g == flag || g.starts_with(&format!("{flag}=")));
+        let absent = |flag: &str| {
+            !given
+                .iter()
+                .any(|g| g == flag || g.starts_with(&format!("{flag}=")))
+        };
         if let Some(n) = self.max_conns.filter(|_| absent("--max-conns")) {
             flags.extend(["--max-conns".to_string(), n.to_string()]);
         }
         if let Some(d) = self.idle_timeout.filter(|_| absent("--idle-timeout")) {
-            flags.extend(["--idle-timeout".to_string(), format!("{}s", d.as_secs().max(1))]);
+            flags.extend([
+                "--idle-timeout".to_string(),
+                format!("{}s", d.as_secs().max(1)),
+            ]);
         }
         flags
     }
@@ -370,9 +377,9 @@ fn nginx_command(
         "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections {worker_connections}; }}\n"
     );
-    let keepalive = limits
-        .idle_timeout
-        .map_or(String::new(), |t| format!(" keepalive_timeout {}s;", t.as_secs().max(1)));
+    let keepalive = limits.idle_timeout.map_or(String::new(), |t| {
+        format!(" keepalive_timeout {}s;", t.as_secs().max(1))
+    });
     let conf = match (protocol, workload) {
         (Protocol::Raw, Workload::Hello) => {
             let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
