@@ -183,6 +183,8 @@ fn a_level_a_server_cannot_hold_is_a_row_that_says_so_and_the_run_goes_on() {
             "10,50,100",
             "--duration",
             "400ms",
+            "--reps",
+            "2",
         ],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -195,7 +197,18 @@ fn a_level_a_server_cannot_hold_is_a_row_that_says_so_and_the_run_goes_on() {
         "bounded: {:?}",
         began.elapsed()
     );
-    assert_eq!(rows.len(), 9, "every cell has a row");
+    assert_eq!(rows.len(), 2 * 9, "every cell and repetition has a row");
+    // The level not held is measured again in the next repetition; the next level is not.
+    let again = rows
+        .iter()
+        .find(|r| r.table == "scale-keep-alive-50" && r.repetition == 2)
+        .unwrap();
+    assert_eq!(again.status, Status::Limit);
+    assert!(again.server_cpu_s.0.is_some(), "{}", again.notes);
+    assert!(rows
+        .iter()
+        .filter(|r| r.table == "scale-keep-alive-100")
+        .all(|r| r.notes.starts_with("not run: ")));
     assert_eq!(
         row(&rows, "scale-keep-alive-10", "epoll").status,
         Status::Ok

@@ -438,7 +438,7 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
     }
     // Scale preset: a server that could not hold a level of a sweep is not run at its higher
     // levels of that sweep (the level and why, by server and sweep).
-    let mut stopped: HashMap<(&str, scale::Sweep), String> = HashMap::new();
+    let mut stopped: HashMap<(&str, scale::Sweep), (usize, String)> = HashMap::new();
     for cell in &opts.preset.cells {
         log(&format!("== {} ({} repetitions)", cell.title, opts.reps));
         if let Some(why) = cell.scale.and_then(scale::preflight) {
@@ -461,10 +461,11 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
                     repetition: rep,
                     run_id: run_id.clone(),
                 };
-                let earlier = cell
-                    .scale
-                    .and_then(|step| stopped.get(&(def.name, step.sweep)));
-                let mut row = match earlier {
+                let earlier = cell.scale.and_then(|step| {
+                    let (level, why) = stopped.get(&(def.name, step.sweep))?;
+                    (step.level > *level).then(|| why.clone())
+                });
+                let mut row = match &earlier {
                     Some(why) => unmeasured(
                         cell,
                         opts,
@@ -481,13 +482,11 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
                 if !row.status.measured() && row.server_cpu_s.0.is_none() {
                     given_up.push(def.name);
                 }
-                if let (Some(step), Status::Limit, None) = (cell.scale, row.status, earlier) {
+                if let (Some(step), Status::Limit, None) = (cell.scale, row.status, &earlier) {
                     let first = row.notes.split("; ").next().unwrap_or_default();
                     let why = first.strip_prefix(scale::NOT_HELD).unwrap_or(first);
-                    stopped.insert(
-                        (def.name, step.sweep),
-                        format!("could not hold {} ({why})", scale::thousands(step.level)),
-                    );
+                    let why = format!("could not hold {} ({why})", scale::thousands(step.level));
+                    stopped.insert((def.name, step.sweep), (step.level, why));
                 }
                 log(&format!(
                     "{:<10} rep {rep}/{}: {}",
