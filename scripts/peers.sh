@@ -5,6 +5,8 @@
 #                           else say what is missing; rows that need them are skipped
 #   start_nginx             nginx, 1 worker, answering "HelloWorld\n" on 127.0.0.1; sets
 #                           NGINX_ADDR and NGINX_PID (returns 1 if nginx is not installed)
+#   start_nginx_proxy ADDR  the same nginx as a reverse proxy in front of the server at ADDR
+#                           (HTTP/1.0 to it, a connection per request, as nginx does by default)
 #   stop_nginx
 
 ensure_peers() {
@@ -27,9 +29,19 @@ free_port() {
 }
 
 start_nginx() {
+  _nginx_with_location 'default_type text/plain; return 200 "HelloWorld\n";'
+}
+
+start_nginx_proxy() {
+  [ -n "${1:-}" ] || { echo "usage: start_nginx_proxy HOST:PORT" >&2; return 2; }
+  _nginx_with_location "proxy_pass http://$1;"
+}
+
+# Starts nginx (1 worker, in a temporary directory) with `location / { BODY }`.
+_nginx_with_location() {
   local nginx
   nginx=$(command -v nginx || echo /usr/sbin/nginx)
-  [ -x "$nginx" ] || return 1
+  [ -x "$nginx" ] || { echo "nginx is not installed (apt-get install nginx-light)" >&2; return 1; }
   NGINX_DIR=$(mktemp -d)
   local port
   port=$(free_port)
@@ -50,8 +62,7 @@ http {
   scgi_temp_path $NGINX_DIR;
   server {
     listen 127.0.0.1:$port backlog=4096;
-    default_type text/plain;
-    location / { return 200 "HelloWorld\n"; }
+    location / { $1 }
   }
 }
 CONF

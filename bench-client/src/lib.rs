@@ -6,8 +6,10 @@
 //! - [`output`]: the result row schema, atomic CSV/JSON writes, the human summary;
 //! - [`meta`]: machine description and timestamps;
 //! - [`load`]: one load run from start to [`load::LoadResult`];
+//! - [`timeline`]: the per-second figures of a run;
 //! - [`stats`]: medians, bootstrap intervals, and when a difference may be claimed;
 //! - [`suite`]: the suite runner (`paper`, `suite --preset`), its reports and plots;
+//! - [`regress`]: the CI regression gate (`compare`);
 //! - [`html`]: every preset's report on one static page (`bench-client html`, `make report`).
 #![deny(missing_docs)]
 
@@ -16,9 +18,11 @@ pub mod html;
 pub mod load;
 pub mod meta;
 pub mod output;
+pub mod regress;
 pub mod response;
 pub mod stats;
 pub mod suite;
 pub mod target;
+pub mod timeline;
 
 pub use engine::{ErrorCounts, LoadSpec};

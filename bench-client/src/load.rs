@@ -11,6 +11,7 @@ use nix::sys::resource::{getrusage, UsageWho};
 use crate::engine::{self, LoadSpec, Shared, ThreadStats};
 use crate::meta::{self, Machine};
 use crate::output::{Na, ResultRow, Status};
+use crate::timeline;
 
 /// Which engine runs the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -32,6 +33,8 @@ pub struct LoadResult {
     pub client_cpu: Duration,
     /// Why the run stopped early, if it did (interrupted, target gone).
     pub partial: Option<String>,
+    /// Per second of the measurement: answers, errors, latency (see [`timeline`]).
+    pub timeline: Vec<timeline::Entry>,
 }
 
 impl LoadResult {
@@ -195,7 +198,9 @@ pub fn run(spec: &LoadSpec, engine: EngineKind, show_progress: bool) -> io::Resu
         (Some(d), None) => wall.min(d),
         _ => wall,
     };
+    let seconds = std::mem::take(&mut *shared.timeline.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(LoadResult {
+        timeline: timeline::entries(&seconds, elapsed),
         stats,
         elapsed,
         client_cpu: cpu_time().saturating_sub(cpu_before),
@@ -289,12 +294,7 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         model_class: labels.model_class.clone(),
         workload: labels.workload.clone(),
         protocol: if spec.raw { "raw" } else { "http" }.into(),
-        conn_mode: if spec.keep_alive {
-            "keep-alive"
-        } else {
-            "per-request"
-        }
-        .into(),
+        conn_mode: conn_mode(spec),
         concurrency: spec.concurrency,
         threads: spec.threads,
         requests: Na(spec.requests),
@@ -350,6 +350,16 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         mem_per_conn_b: Na(None),
         partial: result.partial.is_some(),
         notes: notes.join("; "),
+    }
+}
+
+/// The `conn_mode` column: `per-request`, `keep-alive`, or `pipeline-N` (kept alive, N
+/// requests written at once).
+pub fn conn_mode(spec: &LoadSpec) -> String {
+    match (spec.keep_alive, spec.pipeline) {
+        (false, _) => "per-request".into(),
+        (true, 0 | 1) => "keep-alive".into(),
+        (true, n) => format!("pipeline-{n}"),
     }
 }
 

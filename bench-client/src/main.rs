@@ -60,6 +60,10 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The regression gate: compare a candidate build of the servers with a baseline build,
+    /// paired and interleaved, against the machine's noise floor. Exit 0 pass, 1 regression
+    /// (confirmed by a second round), 2 could not measure.
+    Compare(Box<CompareArgs>),
     /// Merge saved latency histograms (from --save-hist, e.g. from several hosts) and print
     /// their percentiles.
     Merge {
@@ -68,6 +72,9 @@ enum Command {
         files: Vec<PathBuf>,
     },
 }
+
+/// The deepest `--pipeline`: past it a batch is no longer a plausible client.
+const MAX_PIPELINE: i64 = 1024;
 
 /// `--warmup`: a number of requests or a duration.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +129,12 @@ struct LoadArgs {
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
 
+    /// Pipelining: write N requests at once on each kept-alive connection, then read their N
+    /// answers before the next batch (needs -k; HTTP only). Latency of each request is from
+    /// its batch's send (open loop: the batch's scheduled time) to its own answer.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_PIPELINE))]
+    pipeline: u32,
+
     /// Protocol: http, or raw (the paper's: connect, read HelloWorld\n until close).
     #[arg(long, value_enum, default_value_t = serverkit::Protocol::Http)]
     protocol: serverkit::Protocol,
@@ -143,9 +156,15 @@ struct LoadArgs {
     #[arg(long)]
     csv: Option<PathBuf>,
 
-    /// Print the result as JSON on stdout instead of the summary.
+    /// Print the result as JSON on stdout instead of the summary (with its per-second
+    /// `timeline`).
     #[arg(long)]
     json: bool,
+
+    /// Write the per-second timeline (answers, errors, req/s, p50 and p99 of each second) to
+    /// this CSV file (replaced atomically).
+    #[arg(long)]
+    timeline: Option<PathBuf>,
 
     /// Save the latency histogram (HdrHistogram V2) to this file, for `merge`.
     #[arg(long)]
@@ -228,6 +247,76 @@ struct SuiteArgs {
     levels: Option<Vec<u64>>,
 }
 
+#[derive(Args)]
+struct CompareArgs {
+    /// Directory of the baseline's server-* binaries (e.g. a release build of the base revision).
+    #[arg(long)]
+    baseline: PathBuf,
+
+    /// Directory of the candidate's server-* binaries.
+    #[arg(long)]
+    candidate: PathBuf,
+
+    /// Only these servers, comma-separated (default: every model of the workspace).
+    #[arg(long, value_delimiter = ',')]
+    servers: Option<Vec<String>>,
+
+    /// Cells, comma-separated: keep-alive, per-request (default: both).
+    #[arg(long, value_delimiter = ',')]
+    cells: Option<Vec<String>>,
+
+    /// ABBA pairs per server and cell (each pair gives one ratio).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pairs: u32,
+
+    /// Load per segment.
+    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    segment: Duration,
+
+    /// Unmeasured load per side before its first segment.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    warmup: Duration,
+
+    /// Smallest change called a regression, in percent (the noise floor may raise it).
+    #[arg(long, default_value = "5", value_parser = parse_percent)]
+    min_effect: f64,
+
+    /// Metrics that can fail the gate, comma-separated: cpu, rps, p99 (the others are reported).
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    gate: Vec<bench_client::regress::verdict::Metric>,
+
+    /// Directory of cached noise floors (default: $XDG_CACHE_HOME/archbench or ~/.cache/archbench).
+    #[arg(long)]
+    noise_cache: Option<PathBuf>,
+
+    /// Measure the noise floor again even if one is cached for this machine.
+    #[arg(long)]
+    recalibrate: bool,
+
+    /// A/A rounds of a calibration.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    calibration_rounds: u32,
+
+    /// Core placement: `server=LIST,client=LIST` or `shared` (default: as the suite).
+    #[arg(long)]
+    cpus: Option<String>,
+
+    /// Seed of the orders and the bootstrap (default: from the clock; the report records it).
+    #[arg(long)]
+    seed: Option<u64>,
+
+    /// Where report.md, report.json and segments.csv go.
+    #[arg(long, default_value = "target/regress/report")]
+    out: PathBuf,
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..100.0).contains(&p) => Ok(p / 100.0),
+        _ => Err(format!("'{text}' is not a percentage from 0 to 100")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli: Cli = serverkit::cli::parse();
     serverkit::listener::raise_fd_limit();
@@ -237,6 +326,7 @@ fn main() -> ExitCode {
         Command::Suite { preset, args } => suite_command(&preset, args),
         Command::Report { preset, csv, out } => report_command(&preset, &csv, out),
         Command::Html { results, out } => html_command(results, out),
+        Command::Compare(args) => compare_command(*args),
         Command::Merge { files } => merge_command(&files),
     }
 }
@@ -268,12 +358,19 @@ fn load_command(args: LoadArgs) -> ExitCode {
         busy_poll: args.busy_poll,
         spin: args.spin,
         source_addrs: args.source_addrs,
+        pipeline: args.pipeline as usize,
     };
     if spec.busy_poll && args.engine != EngineKind::Epoll {
         return usage_error("--busy-poll needs the epoll engine");
     }
     if spec.raw && spec.keep_alive {
         return usage_error("-k does not apply to the raw protocol (one answer per connection)");
+    }
+    if spec.pipeline > 1 && spec.raw {
+        return usage_error("--pipeline needs the http protocol");
+    }
+    if spec.pipeline > 1 && !spec.keep_alive {
+        return usage_error("--pipeline needs -k (batches are written on kept-alive connections)");
     }
     if let Err(message) = load::preflight(&spec) {
         eprintln!("bench-client: {message}");
@@ -323,7 +420,7 @@ fn load_command(args: LoadArgs) -> ExitCode {
     };
     let client_bound = row.client_bound;
     if args.json {
-        match serde_json::to_string_pretty(&row) {
+        match output::json_with_timeline(&row, &result.timeline) {
             Ok(json) => println!("{json}"),
             Err(e) => eprintln!("bench-client: {e}"),
         }
@@ -341,6 +438,9 @@ fn load_command(args: LoadArgs) -> ExitCode {
                 client_bound
             )
         );
+        if let Some(line) = output::spread_line(&result.timeline) {
+            println!("{line}");
+        }
         if result.stats.ports_exhausted {
             println!("hint      {}", load::PORTS_HINT);
         }
@@ -348,6 +448,14 @@ fn load_command(args: LoadArgs) -> ExitCode {
     let mut failed = false;
     if let Some(path) = &args.csv {
         if let Err(e) = output::append_csv(path, &[row]) {
+            eprintln!("bench-client: cannot write {}: {e}", path.display());
+            failed = true;
+        }
+    }
+    if let Some(path) = &args.timeline {
+        let written = bench_client::timeline::to_csv(&result.timeline)
+            .and_then(|bytes| output::write_atomic(path, &bytes));
+        if let Err(e) = written {
             eprintln!("bench-client: cannot write {}: {e}", path.display());
             failed = true;
         }
@@ -397,19 +505,11 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
     let out_dir = args
         .out
         .unwrap_or_else(|| suite::default_out_dir(&places, preset.name));
-    let allowed = suite::placement::allowed_cores();
-    let placement = match &args.cpus {
-        Some(text) => match suite::placement::Placement::parse(text, &allowed) {
-            Ok(p) => p,
-            Err(e) => return usage_error(&e),
-        },
-        None => suite::placement::Placement::default_for(&allowed),
+    let placement = match placement_of(args.cpus.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return usage_error(&e),
     };
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
+    let seed = args.seed.unwrap_or_else(default_seed);
     let opts = suite::SuiteOptions {
         placement,
         seed,
@@ -523,6 +623,99 @@ fn html_command(results: Option<PathBuf>, out: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--cpus`, or the default placement on the cores this process may use.
+fn placement_of(cpus: Option<&str>) -> Result<suite::placement::Placement, String> {
+    let allowed = suite::placement::allowed_cores();
+    match cpus {
+        Some(text) => suite::placement::Placement::parse(text, &allowed),
+        None => Ok(suite::placement::Placement::default_for(&allowed)),
+    }
+}
+
+fn default_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn compare_command(args: CompareArgs) -> ExitCode {
+    use bench_client::regress::{self, report, GateOptions, NoiseOptions};
+    let mut servers = regress::default_servers();
+    if let Some(names) = &args.servers {
+        if let Some(bad) = names.iter().find(|n| !servers.iter().any(|s| s.name == *n)) {
+            let known: Vec<&str> = servers.iter().map(|s| s.name).collect();
+            return usage_error(&format!(
+                "unknown server '{bad}' for the gate (known: {})",
+                known.join(", ")
+            ));
+        }
+        servers.retain(|s| names.iter().any(|n| n == s.name));
+    }
+    let mut cells = regress::cells();
+    if let Some(names) = &args.cells {
+        if let Some(bad) = names.iter().find(|n| !cells.iter().any(|c| c.id == *n)) {
+            return usage_error(&format!(
+                "unknown cell '{bad}' (known: keep-alive, per-request)"
+            ));
+        }
+        cells.retain(|c| names.iter().any(|n| n == c.id));
+    }
+    let placement = match placement_of(args.cpus.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return usage_error(&e),
+    };
+    let cache_dir = args.noise_cache.unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("target"))
+            .join("archbench")
+    });
+    let opts = GateOptions {
+        baseline: args.baseline,
+        candidate: args.candidate,
+        repo_root: suite::server::Locations::beside_executable().repo_root,
+        servers,
+        cells,
+        pairs: args.pairs,
+        segment: args.segment,
+        warmup: args.warmup,
+        min_effect: args.min_effect,
+        gate: args.gate,
+        placement,
+        seed: args.seed.unwrap_or_else(default_seed),
+        noise: NoiseOptions {
+            cache_dir,
+            recalibrate: args.recalibrate,
+            rounds: args.calibration_rounds,
+        },
+    };
+    let mut segments = Vec::new();
+    let outcome = regress::run(&opts, &mut segments, &mut |line| eprintln!("{line}"));
+    print!("{}", report::markdown(&outcome));
+    match report::write_all(&args.out, &outcome, &segments) {
+        Ok(paths) => eprintln!(
+            "wrote {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => {
+            eprintln!(
+                "bench-client: cannot write the report to {}: {e}",
+                args.out.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(why) = &outcome.error {
+        eprintln!("bench-client: could not measure: {why}");
+    }
+    ExitCode::from(outcome.exit_code)
 }
 
 fn merge_command(files: &[PathBuf]) -> ExitCode {

@@ -115,7 +115,8 @@ pub struct ResultRow {
     pub workload: String,
     /// `http` or `raw`.
     pub protocol: String,
-    /// `per-request` (a new connection per request) or `keep-alive`.
+    /// `per-request` (a new connection per request), `keep-alive`, or `pipeline-N` (kept alive,
+    /// N requests written at a time).
     pub conn_mode: String,
     /// Connections (requests in flight) at once.
     pub concurrency: usize,
@@ -455,6 +456,32 @@ pub fn read_csv(path: &Path) -> io::Result<Vec<ResultRow>> {
         .deserialize()
         .map(|r| r.map_err(io::Error::other))
         .collect()
+}
+
+/// A load run's JSON: the row's fields, and `timeline`, one object per second.
+///
+/// # Errors
+/// If serialization fails.
+pub fn json_with_timeline(
+    row: &ResultRow,
+    timeline: &[crate::timeline::Entry],
+) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct WithTimeline<'a> {
+        #[serde(flatten)]
+        row: &'a ResultRow,
+        timeline: &'a [crate::timeline::Entry],
+    }
+    serde_json::to_string_pretty(&WithTimeline { row, timeline })
+}
+
+/// The summary's line on how req/s varied from second to second (whole seconds only), when
+/// there were at least two.
+pub fn spread_line(timeline: &[crate::timeline::Entry]) -> Option<String> {
+    let (seconds, min, median, max) = crate::timeline::spread(timeline)?;
+    Some(format!(
+        "per sec   req/s min {min:.1}  median {median:.1}  max {max:.1} over {seconds} whole seconds"
+    ))
 }
 
 fn fmt_ms(v: Na<f64>) -> String {

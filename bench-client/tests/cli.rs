@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use bench_client::output::{read_csv, ResultRow};
+use bench_client::timeline::Entry;
 use support::{Behaviour, TestServer};
 
 fn bench_client(args: &[&str]) -> Output {
@@ -110,6 +111,17 @@ fn bad_usage_is_one_line_and_exit_2() {
         &["load", "-d", "5", "127.0.0.1:1"],
         &["load", "https://127.0.0.1:1/"],
         &["load", "--protocol", "raw", "-k", "127.0.0.1:1"],
+        &["load", "-k", "--pipeline", "0", "127.0.0.1:1"],
+        &["load", "-k", "--pipeline", "1025", "127.0.0.1:1"],
+        &["load", "--pipeline", "16", "127.0.0.1:1"],
+        &[
+            "load",
+            "--pipeline",
+            "16",
+            "--protocol",
+            "raw",
+            "127.0.0.1:1",
+        ],
     ] {
         let out = bench_client(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -229,5 +241,64 @@ fn warmup_requests_are_sent_but_not_counted() {
             .requests
             .load(std::sync::atomic::Ordering::SeqCst),
         150
+    );
+}
+
+#[test]
+fn a_pipelined_run_writes_its_timeline_in_the_json_and_the_csv() {
+    let server = TestServer::start(Behaviour::Hello);
+    let dir = temp_dir("timeline");
+    let csv = dir.join("seconds.csv");
+    let out = bench_client(&[
+        "load",
+        "-d",
+        "2s",
+        "-c",
+        "2",
+        "-k",
+        "--pipeline",
+        "8",
+        "--json",
+        "--timeline",
+        csv.to_str().unwrap(),
+        &server.url(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row: ResultRow = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(row.conn_mode, "pipeline-8");
+    assert_eq!(
+        server
+            .counters
+            .max_pipelined
+            .load(std::sync::atomic::Ordering::SeqCst),
+        8
+    );
+    let from_json: Vec<Entry> = serde_json::from_value(json["timeline"].clone()).unwrap();
+    let from_csv: Vec<Entry> = csv::Reader::from_path(&csv)
+        .unwrap()
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(from_json, from_csv);
+    assert_eq!(from_csv.len(), 2, "{from_csv:?}");
+    assert_eq!(from_csv.iter().map(|e| e.ok).sum::<u64>(), row.ok);
+    assert!(row.ok > 0);
+    let header = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(
+        header.lines().next().unwrap(),
+        "second,duration_s,partial,ok,errors,rps,p50_ms,p99_ms"
+    );
+
+    // The summary says how req/s spread over the seconds.
+    let out = bench_client(&["load", "-d", "2s", "-c", "2", "-k", &server.url()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("per sec   req/s min") && text.contains("over 2 whole seconds"),
+        "{text}"
     );
 }

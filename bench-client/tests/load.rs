@@ -29,11 +29,30 @@ fn spec(server: &TestServer, n: u64, c: usize) -> LoadSpec {
         busy_poll: false,
         spin: Duration::ZERO,
         source_addrs: 0,
+        pipeline: 1,
     }
 }
 
 fn run(spec: &LoadSpec, engine: EngineKind) -> LoadResult {
     load::run(spec, engine, false).expect("engine runs")
+}
+
+/// Open loop: every request the schedule had due is answered, failed, never sent or abandoned,
+/// and their sum is in `expected`.
+fn assert_accounted(
+    s: &bench_client::engine::ThreadStats,
+    expected: std::ops::RangeInclusive<u64>,
+    engine: EngineKind,
+) {
+    let accounted = s.ok + s.errors.total() + s.not_sent + s.abandoned;
+    assert!(
+        expected.contains(&accounted),
+        "{engine:?}: {} ok, {} errors, {} not sent, {} abandoned",
+        s.ok,
+        s.errors.total(),
+        s.not_sent,
+        s.abandoned
+    );
 }
 
 #[test]
@@ -219,15 +238,7 @@ fn open_loop_counts_what_a_slow_server_kept_it_from_sending() {
         };
         let result = run(&spec, engine);
         let s = &result.stats;
-        let accounted = s.ok + s.errors.total() + s.not_sent + s.abandoned;
-        assert!(
-            (98..=101).contains(&accounted),
-            "{engine:?}: {} ok, {} errors, {} not sent, {} abandoned",
-            s.ok,
-            s.errors.total(),
-            s.not_sent,
-            s.abandoned
-        );
+        assert_accounted(s, 98..=101, engine);
         assert!(s.not_sent >= 80, "{engine:?}: {} not sent", s.not_sent);
         assert!(s.abandoned <= 1, "{engine:?}");
         let row = load::row(
@@ -342,4 +353,204 @@ fn source_addrs_spread_connections_over_loopback_addresses() {
         .map(|ip| ip.to_string())
         .collect();
     assert_eq!(peers, ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+}
+
+fn pipelined(server_url: &str, n: u64, c: usize, depth: usize) -> LoadSpec {
+    LoadSpec {
+        target: server_url.parse().unwrap(),
+        keep_alive: true,
+        pipeline: depth,
+        requests: Some(n),
+        concurrency: c,
+        ..spec(&TestServer::start(Behaviour::Hello), n, c)
+    }
+}
+
+#[test]
+fn pipelined_batches_are_written_at_once_and_answered_before_the_next() {
+    for engine in ENGINES {
+        for (n, c, threads) in [(1000, 3, 1), (100, 1, 1), (1000, 4, 2)] {
+            let server = TestServer::start(Behaviour::Hello);
+            let spec = LoadSpec {
+                threads,
+                ..pipelined(&server.url(), n, c, 16)
+            };
+            let result = run(&spec, engine);
+            let case = format!("{engine:?} -n {n} -c {c} -t {threads}");
+            assert_eq!(
+                (result.stats.ok, result.stats.errors.total()),
+                (n, 0),
+                "{case}"
+            );
+            assert_eq!(result.stats.latency.len(), n, "{case}");
+            assert_eq!(
+                server.counters.requests.load(Ordering::SeqCst),
+                n,
+                "{case}: the last batch takes what is left"
+            );
+            assert_eq!(server.connections(), c as u64, "{case}");
+            assert_eq!(
+                server.counters.max_pipelined.load(Ordering::SeqCst),
+                16,
+                "{case}: 16 requests in one write, the next batch only once they are answered"
+            );
+        }
+    }
+}
+
+fn server_bin(name: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_bench-client"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{name} is not built in {}: run `cargo build --workspace` (make test does)",
+        dir.display()
+    );
+    bin.to_string_lossy().into_owned()
+}
+
+#[test]
+fn pipelining_against_server_epoll_answers_every_request() {
+    let server = conformance::Server::start(&server_bin("server-epoll"), &[]);
+    let url = format!("http://{}/", server.addr);
+    for engine in ENGINES {
+        // 1003 is no multiple of 16; 1024 deep, a batch's answers (about 130 KiB) come back while
+        // it is still being written.
+        for (n, c, depth) in [(1003, 4, 16), (5000, 2, 1024)] {
+            let spec = pipelined(&url, n, c, depth);
+            let started = std::time::Instant::now();
+            let result = run(&spec, engine);
+            let case = format!("{engine:?} -n {n} -c {c} --pipeline {depth}");
+            assert_eq!(
+                (result.stats.ok, result.stats.errors.total()),
+                (n, 0),
+                "{case}: {:?}",
+                result.stats.errors
+            );
+            assert_eq!(result.stats.connections, c as u64, "{case}");
+            assert!(started.elapsed() < Duration::from_secs(20), "{case}");
+        }
+    }
+}
+
+#[test]
+fn a_server_closing_mid_batch_fails_the_unanswered_requests_at_once() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::CloseAfter(3));
+        let spec = LoadSpec {
+            timeout: Duration::from_secs(2),
+            ..pipelined(&server.url(), 80, 2, 8)
+        };
+        let started = std::time::Instant::now();
+        let result = run(&spec, engine);
+        let e = result.stats.errors;
+        assert_eq!(
+            (result.stats.ok, e.closed, e.total()),
+            (30, 50, 50),
+            "{engine:?}: each batch of 8 gets 3 answers, the 3rd with Connection: close: {e:?}"
+        );
+        assert_eq!(
+            result.stats.connections, 10,
+            "{engine:?}: a new one per batch"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{engine:?}: waited for answers that never come: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(result.stats.latency_all.len(), 80, "{engine:?}");
+    }
+}
+
+#[test]
+fn a_stalled_batch_times_out_whole() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Stall);
+        let spec = LoadSpec {
+            timeout: Duration::from_millis(200),
+            ..pipelined(&server.url(), 8, 1, 4)
+        };
+        let result = run(&spec, engine);
+        let e = result.stats.errors;
+        assert_eq!((e.timeout, e.total()), (8, 8), "{engine:?}: {e:?}");
+        assert!(result.elapsed < Duration::from_secs(2), "{engine:?}");
+    }
+}
+
+#[test]
+fn open_loop_pipelining_schedules_batches_at_the_request_rate() {
+    for engine in ENGINES {
+        // 400 req/s over 2 connections in batches of 4: a batch every 20 ms on each.
+        let server = TestServer::start(Behaviour::Hello);
+        let spec = LoadSpec {
+            requests: None,
+            duration: Some(Duration::from_secs(1)),
+            rate: Some(400.0),
+            ..pipelined(&server.url(), 0, 2, 4)
+        };
+        let result = run(&spec, engine);
+        let s = &result.stats;
+        assert_accounted(s, 392..=404, engine);
+        assert!(s.ok >= 360, "{engine:?}: {} ok", s.ok);
+        assert_eq!(server.connections(), 2, "{engine:?}");
+        assert_eq!(
+            server.counters.max_pipelined.load(Ordering::SeqCst),
+            4,
+            "{engine:?}"
+        );
+    }
+}
+
+#[test]
+fn the_timeline_has_a_row_per_second_that_adds_up_to_the_run() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Delay(Duration::from_millis(50)));
+        let spec = LoadSpec {
+            requests: None,
+            duration: Some(Duration::from_secs(3)),
+            keep_alive: true,
+            ..spec(&server, 0, 4)
+        };
+        let result = run(&spec, engine);
+        let timeline = &result.timeline;
+        assert_eq!(timeline.len(), 3, "{engine:?}: {timeline:?}");
+        assert!(timeline.iter().all(|e| !e.partial && e.duration_s == 1.0));
+        assert_eq!(
+            timeline.iter().map(|e| e.ok).sum::<u64>(),
+            result.stats.ok,
+            "{engine:?}"
+        );
+        assert_eq!(timeline.iter().map(|e| e.errors).sum::<u64>(), 0);
+        for entry in timeline {
+            assert!(entry.ok > 0, "{engine:?}: {entry:?}");
+            let p50 = entry.p50_ms.0.expect("answers, so a median");
+            assert!(p50 >= 50.0, "{engine:?}: {entry:?}");
+            assert!(entry.p99_ms.0.unwrap() >= p50);
+        }
+
+        // A count that ends mid-second: the last row says how long it really was.
+        let result = run(&spec_n_slow(&server, 30), engine);
+        let timeline = &result.timeline;
+        let last = timeline.last().expect("a row");
+        assert_eq!(timeline.iter().map(|e| e.ok).sum::<u64>(), 30, "{engine:?}");
+        assert!(
+            last.partial && last.duration_s < 1.0,
+            "{engine:?}: {timeline:?}"
+        );
+        assert!(
+            (timeline.len() as f64 - 1.0 + last.duration_s - result.elapsed.as_secs_f64()).abs()
+                < 1e-6
+        );
+    }
+}
+
+/// 30 requests one at a time: against a 50 ms server, about 1.5 s.
+fn spec_n_slow(server: &TestServer, n: u64) -> LoadSpec {
+    LoadSpec {
+        keep_alive: true,
+        ..spec(server, n, 1)
+    }
 }

@@ -67,7 +67,7 @@ fn the_scale_preset_sweeps_every_level_and_reports_it() {
             "--servers",
             "epoll,threads",
             "--levels",
-            "1,50",
+            "1,100",
             "--duration",
             "300ms",
         ],
@@ -76,8 +76,8 @@ fn the_scale_preset_sweeps_every_level_and_reports_it() {
     assert!(output.status.success(), "{stderr}");
     assert_eq!(
         rows.len(),
-        2 * 3 * 2,
-        "two servers, three sweeps, two levels"
+        2 * (3 * 2 + 1),
+        "two servers, three sweeps at two levels, the pipelined one from 100"
     );
     for r in &rows {
         assert_eq!(
@@ -99,28 +99,36 @@ fn the_scale_preset_sweeps_every_level_and_reports_it() {
         );
     }
     for server in ["epoll", "threads"] {
-        let idle = row(&rows, "scale-idle-50", server);
-        assert_eq!((idle.idle_conns.0, idle.idle_held.0), (Some(50), Some(50)));
+        let idle = row(&rows, "scale-idle-100", server);
+        assert_eq!(
+            (idle.idle_conns.0, idle.idle_held.0),
+            (Some(100), Some(100))
+        );
         assert_eq!(
             (idle.concurrency, idle.rate.0),
             (10, Some(1000.0)),
             "the light load"
         );
-        let per_request = row(&rows, "scale-per-request-50", server);
+        let per_request = row(&rows, "scale-per-request-100", server);
         assert_eq!(per_request.conn_mode, "per-request");
-        assert_eq!(per_request.concurrency, 50);
+        assert_eq!(per_request.concurrency, 100);
         assert_eq!(row(&rows, "scale-keep-alive-1", server).concurrency, 1);
+        let pipelined = row(&rows, "scale-pipelined-100", server);
+        assert_eq!(
+            (pipelined.conn_mode.as_str(), pipelined.concurrency),
+            ("pipeline-16", 100)
+        );
     }
     // A thread per connection: the idle ones are threads of the server.
-    let threads = row(&rows, "scale-idle-50", "threads");
-    assert!(threads.server_threads.0.unwrap() >= 50, "{threads:?}");
+    let threads = row(&rows, "scale-idle-100", "threads");
+    assert!(threads.server_threads.0.unwrap() >= 100, "{threads:?}");
     assert_eq!(
-        row(&rows, "scale-idle-50", "epoll").server_threads.0,
+        row(&rows, "scale-idle-100", "epoll").server_threads.0,
         Some(1)
     );
-    // Memory: 50 threads hold more than the event loop's 50 connections (each a stack).
+    // Memory: 100 threads hold more than the event loop's 100 connections (each a stack).
     let mem = |server| {
-        row(&rows, "scale-idle-50", server)
+        row(&rows, "scale-idle-100", server)
             .mem_per_conn_b
             .0
             .unwrap()
@@ -133,13 +141,14 @@ fn the_scale_preset_sweeps_every_level_and_reports_it() {
     );
 
     assert!(markdown.contains("## Where each model stops scaling"));
-    assert!(markdown.contains("| epoll | epoll event loop, one thread | all, to 50"));
+    assert!(markdown.contains("| epoll | epoll event loop, one thread | all, to 100"));
     for plot in [
         "scale-rps-keep-alive.svg",
         "scale-p99-per-request.svg",
+        "scale-rps-pipelined.svg",
         "scale-memory-idle.svg",
         "scale-cpu-idle.svg",
-        "cpu-scale-idle-50.svg",
+        "cpu-scale-idle-100.svg",
     ] {
         assert!(
             markdown.contains(&format!("]({plot})")),
@@ -197,7 +206,17 @@ fn a_level_a_server_cannot_hold_is_a_row_that_says_so_and_the_run_goes_on() {
         "bounded: {:?}",
         began.elapsed()
     );
-    assert_eq!(rows.len(), 2 * 9, "every cell and repetition has a row");
+    assert_eq!(
+        rows.len(),
+        2 * 10,
+        "every cell and repetition has a row (three sweeps at three levels, pipelined at 100)"
+    );
+    let deep = row(&rows, "scale-pipelined-100", "epoll");
+    assert_eq!(deep.status, Status::Limit, "{deep:?}");
+    assert!(
+        deep.server_cpu_s.0.is_some(),
+        "its sweep's first level: measured"
+    );
     // The level not held is measured again in the next repetition; the next level is not.
     let again = rows
         .iter()

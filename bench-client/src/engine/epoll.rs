@@ -4,6 +4,8 @@
 //! connection per request without `-k`). Sockets are registered once, edge-triggered for both
 //! directions, so a request costs no `epoll_ctl` beyond the one that adds a new connection:
 //! on a kept-alive connection one `write`, one `epoll_wait` and one `read` per request.
+//! With `--pipeline N` a slot writes N requests in one `write` (a batch) and reads their
+//! answers as they come, also while the batch is still being written.
 //! Open loop (`--rate`): each slot has a schedule; a slot whose next request is not yet due
 //! waits in a heap, and one timerfd is armed for the earliest (nanosecond precision).
 
@@ -18,8 +20,8 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use socket2::{Domain, Socket, Type};
 
-use super::{count_io_error, LoadSpec, Shared, ThreadStats};
-use crate::response::{Progress, ResponseReader};
+use super::batch::{Batch, Step};
+use super::{ErrorClass, LoadSpec, Shared, ThreadStats};
 
 const TIMER: u64 = u64::MAX;
 /// How often in-flight requests are checked against the timeout.
@@ -39,10 +41,9 @@ enum Phase {
 struct Slot {
     stream: Option<TcpStream>,
     phase: Phase,
-    reader: ResponseReader,
-    /// Latency origin: the scheduled time (open loop) or the start (closed loop).
-    scheduled: Instant,
-    started: Instant,
+    /// The requests in flight on this slot and their answers so far.
+    batch: Batch,
+    /// Bytes of the batch written.
     sent: usize,
     /// Open loop: when this slot's next request is due.
     next_due: Instant,
@@ -68,7 +69,10 @@ pub fn run_thread(
 struct Engine<'a> {
     spec: &'a LoadSpec,
     shared: &'a Shared,
-    request: Vec<u8>,
+    /// The request, once per pipelined request: a batch of k is its first k copies.
+    requests: Vec<u8>,
+    /// One request's length.
+    request_len: usize,
     epoll: Epoll,
     timer: TimerFd,
     armed: Option<Instant>,
@@ -78,7 +82,7 @@ struct Engine<'a> {
     scratch: Box<[u8; 16384]>,
     stats: ThreadStats,
     opened: u64,
-    /// Requests started and not yet ended (answered, failed or timed out).
+    /// Slots with a batch started and not yet ended (answered, failed or timed out).
     in_flight: usize,
 }
 
@@ -101,9 +105,7 @@ impl<'a> Engine<'a> {
             .map(|global| Slot {
                 stream: None,
                 phase: Phase::Waiting,
-                reader: ResponseReader::new(spec.raw),
-                scheduled: start,
-                started: start,
+                batch: Batch::new(spec.raw, start),
                 sent: 0,
                 // Stagger the schedules so the connections do not fire in step.
                 next_due: start
@@ -113,10 +115,12 @@ impl<'a> Engine<'a> {
                 connected: false,
             })
             .collect();
+        let request = spec.target.request(spec.keep_alive);
         Ok(Engine {
             spec,
             shared,
-            request: spec.target.request(spec.keep_alive),
+            requests: request.repeat(spec.batch() as usize),
+            request_len: request.len(),
             epoll,
             timer,
             armed: None,
@@ -124,7 +128,7 @@ impl<'a> Engine<'a> {
             due: BinaryHeap::new(),
             interval,
             scratch: Box::new([0; 16384]),
-            stats: ThreadStats::new(),
+            stats: ThreadStats::for_thread(shared),
             opened: 0,
             in_flight: 0,
         })
@@ -179,7 +183,7 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        self.stats.ended = Some(Instant::now());
+        self.stats.finish(Instant::now());
         // Whatever is still in flight is abandoned (duration over, or stopped), and in open
         // loop whatever the schedules still had due before the end was never sent: both are
         // counted, not lost.
@@ -188,14 +192,17 @@ impl<'a> Engine<'a> {
                 slot.phase,
                 Phase::Connecting | Phase::Sending | Phase::Receiving
             );
-            self.stats.abandoned += u64::from(in_flight);
-            if let (Some(interval), Some(end)) = (self.interval, self.shared.stop_at) {
+            if in_flight {
+                self.stats.abandoned += slot.batch.unanswered();
+            }
+            if let Some(interval) = self.interval {
                 let next = match slot.phase {
                     Phase::Waiting => Some(slot.next_due),
                     Phase::Done => None,
                     _ => Some(slot.next_due + interval),
                 };
-                self.stats.not_sent += next.map_or(0, |n| super::unsent(n, interval, end));
+                self.stats.not_sent +=
+                    next.map_or(0, |n| self.spec.unsent_from(n, self.shared.stop_at));
             }
             slot.stream = None;
         }
@@ -276,23 +283,20 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Starts a request on slot `i` if the budget allows; a failed connect moves on to the next.
+    /// Starts a batch on slot `i` if the budget allows; a failed connect moves on to the next.
     fn start(&mut self, i: usize, scheduled: Instant, now: Instant) {
         loop {
-            if !self.shared.claim(now) {
-                if let (Some(interval), Some(end)) = (self.interval, self.shared.stop_at) {
-                    self.stats.not_sent += super::unsent(scheduled, interval, end);
-                }
+            let size = self.shared.claim(now, self.spec.batch());
+            if size == 0 {
+                self.stats.not_sent += self.spec.unsent_from(scheduled, self.shared.stop_at);
                 self.slots[i].phase = Phase::Done;
                 self.slots[i].stream = None;
                 return;
             }
             self.in_flight += 1;
             let slot = &mut self.slots[i];
-            slot.scheduled = scheduled;
-            slot.started = now;
+            slot.batch.begin(size, scheduled, now);
             slot.sent = 0;
-            slot.reader.reset();
             if slot.stream.is_some() {
                 slot.phase = Phase::Sending;
                 return self.send(i);
@@ -301,7 +305,8 @@ impl<'a> Engine<'a> {
                 Ok(()) => return,
                 Err(e) => {
                     self.in_flight -= 1;
-                    count_io_error(&mut self.stats, self.shared, false, &e, scheduled);
+                    let slot = &mut self.slots[i];
+                    slot.batch.fail_io(&mut self.stats, self.shared, false, &e);
                     if self.interval.is_some() {
                         return self.next_request(i, now);
                     }
@@ -364,7 +369,10 @@ impl<'a> Engine<'a> {
         {
             self.send(i);
         }
-        if self.slots[i].phase == Phase::Receiving
+        // Answers are read while a batch is still being written too: a server answers the
+        // first requests of a long batch before it has read the last ones, and the edge of
+        // their arrival comes only once.
+        if matches!(self.slots[i].phase, Phase::Sending | Phase::Receiving)
             && (flags.contains(EpollFlags::EPOLLIN) || broken)
         {
             self.recv(i);
@@ -376,8 +384,9 @@ impl<'a> Engine<'a> {
         let Some(stream) = slot.stream.as_mut() else {
             return;
         };
-        while slot.sent < self.request.len() {
-            match stream.write(&self.request[slot.sent..]) {
+        let len = slot.batch.size() as usize * self.request_len;
+        while slot.sent < len {
+            match stream.write(&self.requests[slot.sent..len]) {
                 Ok(n) => slot.sent += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return, // the OUT edge resumes it
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -393,35 +402,24 @@ impl<'a> Engine<'a> {
             let Some(stream) = slot.stream.as_mut() else {
                 return;
             };
-            let progress = match stream.read(&mut self.scratch[..]) {
-                Ok(0) => slot.reader.eof(),
-                Ok(n) => slot.reader.feed(&self.scratch[..n]),
+            let read = stream.read(&mut self.scratch[..]);
+            let now = Instant::now();
+            let step = match read {
+                Ok(0) => slot.batch.eof(&mut self.stats, self.shared, now),
+                Ok(n) => slot
+                    .batch
+                    .feed(&self.scratch[..n], &mut self.stats, self.shared, now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return self.fail(i, &e),
             };
-            match progress {
-                Progress::More => {}
-                Progress::Done { keep_alive } => return self.complete(i, keep_alive),
-                Progress::Failed(bad) => {
-                    self.stats.errors.count_bad(bad);
-                    self.stats.record_failure(self.slots[i].scheduled);
-                    self.shared.finished_one(false);
-                    return self.recycle(i, false);
-                }
+            if let Step::Done { keep_alive } = step {
+                return self.recycle(i, self.spec.keep_alive && keep_alive);
             }
         }
     }
 
-    fn complete(&mut self, i: usize, server_keeps_alive: bool) {
-        let now = Instant::now();
-        let slot = &self.slots[i];
-        self.stats.record_ok(slot.scheduled, slot.started, now);
-        self.shared.finished_one(true);
-        self.recycle(i, self.spec.keep_alive && server_keeps_alive);
-    }
-
-    /// Ends the current request: keeps or closes the connection, then the next request.
+    /// Ends the current batch: keeps or closes the connection, then the next batch.
     fn recycle(&mut self, i: usize, keep: bool) {
         self.in_flight -= 1;
         if !keep {
@@ -431,23 +429,24 @@ impl<'a> Engine<'a> {
     }
 
     fn fail(&mut self, i: usize, e: &io::Error) {
-        let connected = self.slots[i].connected;
-        let scheduled = self.slots[i].scheduled;
-        count_io_error(&mut self.stats, self.shared, connected, e, scheduled);
+        let slot = &mut self.slots[i];
+        slot.batch
+            .fail_io(&mut self.stats, self.shared, slot.connected, e);
         self.recycle(i, false);
     }
 
+    /// A batch not answered within the timeout of its start fails, every unanswered request
+    /// of it a timeout.
     fn sweep_timeouts(&mut self, now: Instant) {
         for i in 0..self.slots.len() {
-            let slot = &self.slots[i];
+            let slot = &mut self.slots[i];
             let in_flight = matches!(
                 slot.phase,
                 Phase::Connecting | Phase::Sending | Phase::Receiving
             );
-            if in_flight && now.saturating_duration_since(slot.started) >= self.spec.timeout {
-                self.stats.errors.timeout += 1;
-                self.stats.record_failure(slot.scheduled);
-                self.shared.finished_one(false);
+            if in_flight && now.saturating_duration_since(slot.batch.started) >= self.spec.timeout {
+                slot.batch
+                    .fail_rest(&mut self.stats, self.shared, ErrorClass::Timeout);
                 self.recycle(i, false);
             }
         }

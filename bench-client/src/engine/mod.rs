@@ -4,17 +4,20 @@
 //! default) and a current-thread tokio runtime per thread ([`tokio`]). Which one is the
 //! default was decided by measurement; see docs/architecture.md.
 
+mod batch;
 pub mod epoll;
 pub mod tokio;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use crate::response::Bad;
 use crate::target::Target;
+use crate::timeline::{Recorder, Second};
 
 /// Everything a load run needs to know.
 #[derive(Debug, Clone)]
@@ -47,6 +50,10 @@ pub struct LoadSpec {
     /// Spread connections over this many source addresses, 127.0.0.1 upwards (0: let the
     /// kernel choose).
     pub source_addrs: u8,
+    /// Requests written at once on a kept-alive connection, then answered before the next batch
+    /// (`--pipeline`); 1: no pipelining. Open loop schedules batches (`rate / pipeline` per
+    /// second); with `-n`, the last batch takes what is left of the budget.
+    pub pipeline: usize,
 }
 
 impl LoadSpec {
@@ -70,10 +77,47 @@ impl LoadSpec {
         start..start + base + usize::from(t < extra)
     }
 
-    /// Open loop: the interval between two requests on one connection.
+    /// Open loop: the interval between two batches (requests, without pipelining) on one
+    /// connection.
     pub(crate) fn interval(&self) -> Option<Duration> {
-        self.rate
-            .map(|rate| Duration::from_secs_f64(self.concurrency as f64 / rate))
+        self.rate.map(|rate| {
+            Duration::from_secs_f64(self.concurrency as f64 * self.batch() as f64 / rate)
+        })
+    }
+
+    /// Requests per batch: the pipeline depth, at least 1.
+    pub(crate) fn batch(&self) -> u64 {
+        self.pipeline.max(1) as u64
+    }
+
+    /// Open loop: the requests a connection's schedule, whose next batch is due at `next`, had
+    /// due before the end of the run and never sent (0 in closed loop or without an end).
+    pub(crate) fn unsent_from(&self, next: Instant, end: Option<Instant>) -> u64 {
+        match (self.interval(), end) {
+            (Some(interval), Some(end)) => unsent(next, interval, end) * self.batch(),
+            _ => 0,
+        }
+    }
+}
+
+/// A kind of request error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    Connect,
+    Reset,
+    Timeout,
+    Status,
+    Malformed,
+    Closed,
+}
+
+impl From<Bad> for ErrorClass {
+    fn from(bad: Bad) -> Self {
+        match bad {
+            Bad::Status(_) => ErrorClass::Status,
+            Bad::Malformed => ErrorClass::Malformed,
+            Bad::EarlyClose => ErrorClass::Closed,
+        }
     }
 }
 
@@ -100,12 +144,16 @@ impl ErrorCounts {
         self.connect + self.reset + self.timeout + self.status + self.malformed + self.closed
     }
 
-    pub(crate) fn count_bad(&mut self, bad: Bad) {
-        match bad {
-            Bad::Status(_) => self.status += 1,
-            Bad::Malformed => self.malformed += 1,
-            Bad::EarlyClose => self.closed += 1,
-        }
+    pub(crate) fn count(&mut self, class: ErrorClass, n: u64) {
+        let count = match class {
+            ErrorClass::Connect => &mut self.connect,
+            ErrorClass::Reset => &mut self.reset,
+            ErrorClass::Timeout => &mut self.timeout,
+            ErrorClass::Status => &mut self.status,
+            ErrorClass::Malformed => &mut self.malformed,
+            ErrorClass::Closed => &mut self.closed,
+        };
+        *count += n;
     }
 
     pub(crate) fn add(&mut self, other: &ErrorCounts) {
@@ -160,6 +208,8 @@ pub struct ThreadStats {
     pub ports_exhausted: bool,
     /// When the thread finished its last request (merged: the latest of all threads).
     pub ended: Option<Instant>,
+    /// Per-second figures, handed to the run's timeline as each second passes.
+    timeline: Option<Recorder>,
 }
 
 impl ThreadStats {
@@ -175,22 +225,54 @@ impl ThreadStats {
             connections: 0,
             ports_exhausted: false,
             ended: None,
+            timeline: None,
+        }
+    }
+
+    /// A load thread's figures, its per-second ones going to `shared`'s timeline.
+    pub(crate) fn for_thread(shared: &Shared) -> Self {
+        ThreadStats {
+            timeline: Some(Recorder::new(shared.start, Arc::clone(&shared.timeline))),
+            ..ThreadStats::new()
         }
     }
 
     pub(crate) fn record_ok(&mut self, scheduled: Instant, started: Instant, now: Instant) {
         self.ok += 1;
-        record(&mut self.latency, micros(now - scheduled));
-        record(&mut self.latency_uncorrected, micros(now - started));
-        record(&mut self.latency_all, micros(now - scheduled));
+        let latency = micros(now.saturating_duration_since(scheduled));
+        record(&mut self.latency, latency);
+        record(
+            &mut self.latency_uncorrected,
+            micros(now.saturating_duration_since(started)),
+        );
+        record(&mut self.latency_all, latency);
+        if let Some(timeline) = &mut self.timeline {
+            timeline.ok(now, latency);
+        }
     }
 
-    /// A request that failed now (its error is counted by the caller).
-    pub(crate) fn record_failure(&mut self, scheduled: Instant) {
-        record(
-            &mut self.latency_all,
-            micros(Instant::now().saturating_duration_since(scheduled)),
-        );
+    /// `n` requests that failed now, all of `class`.
+    pub(crate) fn record_failures(&mut self, class: ErrorClass, n: u64, scheduled: Instant) {
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        self.errors.count(class, n);
+        let latency = micros(now.saturating_duration_since(scheduled));
+        if self.latency_all.record_n(latency, n).is_err() {
+            self.latency_all.saturating_record_n(latency, n);
+        }
+        if let Some(timeline) = &mut self.timeline {
+            timeline.errors(now, n);
+        }
+    }
+
+    /// The thread is done: notes when, and hands the last second to the timeline.
+    pub(crate) fn finish(&mut self, ended: Instant) {
+        self.ended = Some(ended);
+        if let Some(timeline) = &mut self.timeline {
+            timeline.flush();
+        }
     }
 
     /// Adds another thread's figures.
@@ -235,6 +317,8 @@ pub const GIVE_UP_AFTER_FAILED_CONNECTS: u64 = 500;
 
 /// State shared by the threads of one run.
 pub struct Shared {
+    /// When the measurement started.
+    pub start: Instant,
     /// Requests not yet started (`u64::MAX` in duration mode).
     remaining: AtomicU64,
     /// End of a duration run.
@@ -245,32 +329,37 @@ pub struct Shared {
     pub finished: AtomicU64,
     failed_connects_in_a_row: AtomicU64,
     /// Why the run stopped early, if it did.
-    pub partial: std::sync::Mutex<Option<String>>,
+    pub partial: Mutex<Option<String>>,
+    /// Per-second figures, merged from every thread (index: whole seconds since `start`).
+    pub timeline: Arc<Mutex<Vec<Second>>>,
 }
 
 impl Shared {
     /// Shared state for `spec`, starting now.
     pub fn new(spec: &LoadSpec, start: Instant) -> Self {
         Shared {
+            start,
             remaining: AtomicU64::new(spec.requests.unwrap_or(u64::MAX)),
             stop_at: spec.duration.map(|d| start + d),
             stop: AtomicBool::new(false),
             finished: AtomicU64::new(0),
             failed_connects_in_a_row: AtomicU64::new(0),
-            partial: std::sync::Mutex::new(None),
+            partial: Mutex::new(None),
+            timeline: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// Takes one request from the budget; false when the run is over.
-    pub(crate) fn claim(&self, now: Instant) -> bool {
+    /// Takes up to `most` requests from the budget (fewer at the end of a `-n` budget): how
+    /// many were taken, 0 when the run is over.
+    pub(crate) fn claim(&self, now: Instant, most: u64) -> u64 {
         if self.stop.load(Ordering::Relaxed) || self.stop_at.is_some_and(|end| now >= end) {
-            return false;
+            return 0;
         }
         self.remaining
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                left.checked_sub(1)
+                (left > 0).then(|| left - left.min(most))
             })
-            .is_ok()
+            .map_or(0, |left| left.min(most))
     }
 
     /// True when threads should abandon what is in flight.
@@ -297,43 +386,58 @@ impl Shared {
         }
     }
 
-    pub(crate) fn finished_one(&self, ok: bool) {
+    pub(crate) fn finished_ok(&self) {
         self.finished.fetch_add(1, Ordering::Relaxed);
-        if ok {
-            self.failed_connects_in_a_row.store(0, Ordering::Relaxed);
-        }
+        self.failed_connects_in_a_row.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished_failed(&self, n: u64) {
+        self.finished.fetch_add(n, Ordering::Relaxed);
     }
 }
 
-/// Classifies an I/O error on a connection in flight.
+/// `n` requests failed now with `class`: counted in `stats` and in the progress.
+pub(crate) fn fail(
+    stats: &mut ThreadStats,
+    shared: &Shared,
+    class: ErrorClass,
+    n: u64,
+    scheduled: Instant,
+) {
+    stats.record_failures(class, n, scheduled);
+    shared.finished_failed(n);
+}
+
+/// Classifies an I/O error on a connection with `n` requests in flight: one connect attempt
+/// that failed (each of its requests a `connect` error), or a reset or timeout of each.
 pub(crate) fn count_io_error(
     stats: &mut ThreadStats,
     shared: &Shared,
     connected: bool,
     e: &std::io::Error,
     scheduled: Instant,
+    n: u64,
 ) {
     use std::io::ErrorKind::*;
-    stats.record_failure(scheduled);
-    if !connected {
-        stats.errors.connect += 1;
+    let class = if !connected {
         if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
             stats.ports_exhausted = true;
         }
         shared.connect_failed();
+        ErrorClass::Connect
     } else if matches!(e.kind(), TimedOut | WouldBlock) {
-        stats.errors.timeout += 1;
+        ErrorClass::Timeout
     } else {
-        stats.errors.reset += 1;
-    }
-    shared.finished_one(false);
+        ErrorClass::Reset
+    };
+    fail(stats, shared, class, n, scheduled);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(concurrency: usize, threads: usize) -> LoadSpec {
+    pub(super) fn spec(concurrency: usize, threads: usize) -> LoadSpec {
         LoadSpec {
             target: "127.0.0.1:1".parse().unwrap(),
             requests: Some(10),
@@ -347,6 +451,7 @@ mod tests {
             busy_poll: false,
             spin: Duration::ZERO,
             source_addrs: 0,
+            pipeline: 1,
         }
     }
 
@@ -364,7 +469,7 @@ mod tests {
         let now = Instant::now();
         let claimed = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..4)
-                .map(|_| scope.spawn(|| (0..100).filter(|_| shared.claim(now)).count()))
+                .map(|_| scope.spawn(|| (0..100).filter(|_| shared.claim(now, 1) == 1).count()))
                 .collect();
             handles
                 .into_iter()
@@ -379,10 +484,10 @@ mod tests {
         let shared = Shared::new(&spec(1, 1), Instant::now());
         let mut stats = ThreadStats::new();
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        count_io_error(&mut stats, &shared, false, &refused, Instant::now());
+        count_io_error(&mut stats, &shared, false, &refused, Instant::now(), 1);
         assert!(!stats.ports_exhausted);
         let no_port = std::io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
-        count_io_error(&mut stats, &shared, false, &no_port, Instant::now());
+        count_io_error(&mut stats, &shared, false, &no_port, Instant::now(), 1);
         assert!(
             stats.ports_exhausted,
             "EADDRNOTAVAIL on connect means no local port was free"
@@ -393,6 +498,7 @@ mod tests {
             true,
             &std::io::Error::from(std::io::ErrorKind::ConnectionReset),
             Instant::now(),
+            1,
         );
         count_io_error(
             &mut stats,
@@ -400,6 +506,7 @@ mod tests {
             true,
             &std::io::Error::from(std::io::ErrorKind::TimedOut),
             Instant::now(),
+            1,
         );
         let e = stats.errors;
         assert_eq!((e.connect, e.reset, e.timeout, e.total()), (2, 1, 1, 4));
@@ -409,6 +516,30 @@ mod tests {
             4,
             "failures are in the all-requests latency"
         );
+    }
+
+    #[test]
+    fn batches_take_what_is_left_of_the_budget() {
+        let s = spec(2, 1); // a budget of 10
+        let shared = Shared::new(&s, Instant::now());
+        let now = Instant::now();
+        let taken: Vec<u64> = (0..5).map(|_| shared.claim(now, 4)).collect();
+        assert_eq!(taken, [4, 4, 2, 0, 0]);
+    }
+
+    #[test]
+    fn open_loop_schedules_batches_at_the_rate_of_requests() {
+        let s = LoadSpec {
+            rate: Some(1000.0),
+            pipeline: 4,
+            ..spec(2, 1)
+        };
+        // 2 connections, 1000 req/s in batches of 4: a batch every 8 ms on each.
+        assert_eq!(s.interval(), Some(Duration::from_millis(8)));
+        let t = Instant::now();
+        let end = Some(t + Duration::from_millis(40));
+        assert_eq!(s.unsent_from(t, end), 5 * 4, "5 batches of 4 never sent");
+        assert_eq!(spec(2, 1).unsent_from(t, end), 0, "closed loop");
     }
 
     #[test]

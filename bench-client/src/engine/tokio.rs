@@ -14,12 +14,21 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::{count_io_error, LoadSpec, Shared, ThreadStats};
-use crate::response::{Bad, Progress, ResponseReader};
+use super::batch::{Batch, Step};
+use super::{ErrorClass, LoadSpec, Shared, ThreadStats};
 
-enum Failure {
-    Io { connected: bool, error: io::Error },
-    Bad(Bad),
+/// A task's connection: the stream (none between connections), how many it opened, and its
+/// read buffer.
+struct Conn {
+    stream: Option<TcpStream>,
+    opened: u64,
+    buf: Vec<u8>,
+}
+
+/// An I/O error that ended a batch's connection.
+struct IoFailure {
+    connected: bool,
+    error: io::Error,
 }
 
 /// Runs thread `thread`'s share of the load on a current-thread runtime.
@@ -36,9 +45,13 @@ pub fn run_thread(
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let stats = Rc::new(RefCell::new(ThreadStats::new()));
+    let stats = Rc::new(RefCell::new(ThreadStats::for_thread(shared)));
     let spec = Arc::new(spec.clone());
-    let request: Rc<[u8]> = spec.target.request(spec.keep_alive).into();
+    let requests: Rc<[u8]> = spec
+        .target
+        .request(spec.keep_alive)
+        .repeat(spec.batch() as usize)
+        .into();
     for global in spec.slots_of_thread(thread) {
         let first_due = start
             + spec.interval().map_or(Duration::ZERO, |i| {
@@ -48,7 +61,7 @@ pub fn run_thread(
             Arc::clone(&spec),
             Arc::clone(shared),
             Rc::clone(&stats),
-            Rc::clone(&request),
+            Rc::clone(&requests),
             first_due,
         ));
     }
@@ -60,21 +73,34 @@ pub fn run_thread(
     let stats =
         Rc::try_unwrap(stats).map_err(|_| io::Error::other("tasks outlived the runtime"))?;
     let mut stats = stats.into_inner();
-    stats.ended = Some(ended);
+    stats.finish(ended);
     Ok(stats)
+}
+
+/// How a batch's wait ended.
+enum Outcome {
+    /// Every request answered or failed; the connection may be kept.
+    Done(Result<bool, IoFailure>),
+    /// Not within the timeout.
+    TimedOut,
+    /// The run's duration is over.
+    RunOver,
 }
 
 async fn slot_task(
     spec: Arc<LoadSpec>,
     shared: Arc<Shared>,
     stats: Rc<RefCell<ThreadStats>>,
-    request: Rc<[u8]>,
+    requests: Rc<[u8]>,
     mut due: Instant,
 ) {
-    let mut stream: Option<TcpStream> = None;
-    let mut reader = ResponseReader::new(spec.raw);
-    let mut buf = vec![0u8; 4096];
-    let mut opened = 0u64;
+    let mut conn = Conn {
+        stream: None,
+        opened: 0,
+        buf: vec![0u8; 4096],
+    };
+    let mut batch = Batch::new(spec.raw, due);
+    let request_len = requests.len() / spec.batch() as usize;
     let end = shared.stop_at.map(tokio::time::Instant::from_std);
     loop {
         let scheduled = match spec.interval() {
@@ -90,59 +116,48 @@ async fn slot_task(
             None => Instant::now(),
         };
         let started = Instant::now();
-        if !shared.claim(started) {
-            if let (Some(interval), Some(stop)) = (spec.interval(), shared.stop_at) {
-                stats.borrow_mut().not_sent += super::unsent(scheduled, interval, stop);
-            }
+        let size = shared.claim(started, spec.batch());
+        if size == 0 {
+            stats.borrow_mut().not_sent += spec.unsent_from(scheduled, shared.stop_at);
             return;
         }
-        reader.reset();
-        let attempt = one_request(
+        batch.begin(size, scheduled, started);
+        let attempt = one_batch(
             &spec,
-            &mut stream,
-            &request,
-            &mut reader,
-            &mut buf,
-            &mut opened,
+            &shared,
+            &mut conn,
+            &requests[..size as usize * request_len],
+            &mut batch,
             &stats,
         );
         let outcome = tokio::select! {
-            outcome = tokio::time::timeout(spec.timeout, attempt) => outcome,
-            _ = sleep_until_end(end) => {
-                // Duration over: this request is abandoned, and the schedule's remainder
-                // never sent; both are counted.
-                let mut stats = stats.borrow_mut();
-                stats.abandoned += 1;
-                if let (Some(interval), Some(stop)) = (spec.interval(), shared.stop_at) {
-                    stats.not_sent += super::unsent(due, interval, stop);
-                }
-                return;
-            }
+            outcome = tokio::time::timeout(spec.timeout, attempt) => match outcome {
+                Ok(done) => Outcome::Done(done),
+                Err(_) => Outcome::TimedOut,
+            },
+            _ = sleep_until_end(end) => Outcome::RunOver,
         };
         let mut stats = stats.borrow_mut();
         match outcome {
-            Ok(Ok(keep)) => {
-                stats.record_ok(scheduled, started, Instant::now());
-                shared.finished_one(true);
+            Outcome::Done(Ok(keep)) => {
                 if !(keep && spec.keep_alive) {
-                    stream = None;
+                    conn.stream = None;
                 }
             }
-            Ok(Err(Failure::Io { connected, error })) => {
-                count_io_error(&mut stats, &shared, connected, &error, scheduled);
-                stream = None;
+            Outcome::Done(Err(IoFailure { connected, error })) => {
+                batch.fail_io(&mut stats, &shared, connected, &error);
+                conn.stream = None;
             }
-            Ok(Err(Failure::Bad(bad))) => {
-                stats.errors.count_bad(bad);
-                stats.record_failure(scheduled);
-                shared.finished_one(false);
-                stream = None;
+            Outcome::TimedOut => {
+                batch.fail_rest(&mut stats, &shared, ErrorClass::Timeout);
+                conn.stream = None;
             }
-            Err(_) => {
-                stats.errors.timeout += 1;
-                stats.record_failure(scheduled);
-                shared.finished_one(false);
-                stream = None;
+            Outcome::RunOver => {
+                // Duration over: what is in flight is abandoned, and the schedule's remainder
+                // never sent; both are counted.
+                stats.abandoned += batch.unanswered();
+                stats.not_sent += spec.unsent_from(due, shared.stop_at);
+                return;
             }
         }
     }
@@ -155,17 +170,24 @@ async fn sleep_until_end(end: Option<tokio::time::Instant>) {
     }
 }
 
-async fn one_request(
+/// Writes the batch and reads its answers, at the same time (a server answers the first
+/// requests of a long batch before it has read the last ones); returns whether the connection
+/// may be kept.
+async fn one_batch(
     spec: &LoadSpec,
-    stream: &mut Option<TcpStream>,
-    request: &[u8],
-    reader: &mut ResponseReader,
-    buf: &mut [u8],
-    opened: &mut u64,
+    shared: &Shared,
+    conn: &mut Conn,
+    requests: &[u8],
+    batch: &mut Batch,
     stats: &Rc<RefCell<ThreadStats>>,
-) -> Result<bool, Failure> {
+) -> Result<bool, IoFailure> {
+    let Conn {
+        stream,
+        opened,
+        buf,
+    } = conn;
     if stream.is_none() {
-        let connected = connect(spec, *opened).await.map_err(|error| Failure::Io {
+        let connected = connect(spec, *opened).await.map_err(|error| IoFailure {
             connected: false,
             error,
         })?;
@@ -173,25 +195,38 @@ async fn one_request(
         stats.borrow_mut().connections += 1;
         *stream = Some(connected);
     }
-    let s = stream.as_mut().expect("connected above");
-    let io = |error| Failure::Io {
+    let io = |error| IoFailure {
         connected: true,
         error,
     };
-    if !spec.raw {
-        s.write_all(request).await.map_err(io)?;
+    let (mut reader, mut writer) = stream.as_mut().expect("connected above").split();
+    let answers = async {
+        loop {
+            let n = reader.read(buf).await.map_err(io)?;
+            let now = Instant::now();
+            let mut stats = stats.borrow_mut();
+            let step = if n == 0 {
+                batch.eof(&mut stats, shared, now)
+            } else {
+                batch.feed(&buf[..n], &mut stats, shared, now)
+            };
+            if let Step::Done { keep_alive } = step {
+                return Ok(keep_alive);
+            }
+        }
+    };
+    if spec.raw {
+        return answers.await;
     }
+    tokio::pin!(answers);
+    let mut written = false;
     loop {
-        let n = s.read(buf).await.map_err(io)?;
-        let progress = if n == 0 {
-            reader.eof()
-        } else {
-            reader.feed(&buf[..n])
-        };
-        match progress {
-            Progress::More => {}
-            Progress::Done { keep_alive } => return Ok(keep_alive),
-            Progress::Failed(bad) => return Err(Failure::Bad(bad)),
+        tokio::select! {
+            sent = writer.write_all(requests), if !written => {
+                sent.map_err(io)?;
+                written = true;
+            }
+            done = &mut answers => return done,
         }
     }
 }

@@ -255,17 +255,40 @@ pub struct TreeSample {
     pub processes: u64,
 }
 
+/// The processes of the tree rooted at `pid`: it and its descendants (through every thread's
+/// children), as /proc shows them now.
+pub fn tree_pids(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        found.push(p);
+        for task in tasks.flatten() {
+            if let Ok(children) = fs::read_to_string(task.path().join("children")) {
+                stack.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    found
+}
+
 /// Reads the tree rooted at `pid`. `with_switches` also reads every thread's status (used at
 /// the ends of the window, not while sampling).
 pub fn sample_tree(pid: u32, with_switches: bool) -> TreeSample {
     let page_kb = (page_size() / 1024).max(1);
     let mut sample = TreeSample::default();
-    walk_tree(pid, |p, tasks| {
-        let Some(ticks) = fs::read_to_string(format!("/proc/{p}/stat"))
-            .ok()
-            .and_then(|stat| parse_stat_ticks(&stat))
-        else {
-            return false;
+    for p in tree_pids(pid) {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(ticks) = parse_stat_ticks(&stat) else {
+            continue;
         };
         sample.processes += 1;
         sample.user_ticks += ticks.0 + ticks.2;
@@ -276,7 +299,10 @@ pub fn sample_tree(pid: u32, with_switches: bool) -> TreeSample {
         {
             sample.rss_kb += rss_pages * page_kb;
         }
-        for task in tasks {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
             sample.threads += 1;
             if with_switches {
                 if let (Some(tid), Ok(status)) = (
@@ -287,33 +313,8 @@ pub fn sample_tree(pid: u32, with_switches: bool) -> TreeSample {
                 }
             }
         }
-        true
-    });
-    sample
-}
-
-/// Visits every live process of the tree rooted at `pid`: `visit(pid, its threads)` returns
-/// whether to descend into that process's children (false: it is gone).
-fn walk_tree(pid: u32, mut visit: impl FnMut(u32, &[fs::DirEntry]) -> bool) {
-    let mut stack = vec![pid];
-    while let Some(p) = stack.pop() {
-        let tasks: Vec<fs::DirEntry> = match fs::read_dir(format!("/proc/{p}/task")) {
-            Ok(dir) => dir.flatten().collect(),
-            Err(_) => continue,
-        };
-        if !visit(p, &tasks) {
-            continue;
-        }
-        for task in &tasks {
-            if let Ok(children) = fs::read_to_string(task.path().join("children")) {
-                stack.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
     }
+    sample
 }
 
 /// Proportional set size summed over the tree rooted at `pid`, KiB, from each process's
@@ -321,17 +322,14 @@ fn walk_tree(pid: u32, mut visit: impl FnMut(u32, &[fs::DirEntry]) -> bool) {
 /// what the tree holds, whatever it shares between its processes (a resident-set sum counts
 /// such a page once per process). `None` when no process of the tree could be read.
 pub fn pss_tree_kb(pid: u32) -> Option<u64> {
-    let mut total = None;
-    walk_tree(pid, |p, _| {
-        let pss = fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
-            .ok()
-            .and_then(|text| parse_pss_kb(&text));
-        if let Some(kb) = pss {
-            *total.get_or_insert(0) += kb;
-        }
-        pss.is_some()
-    });
-    total
+    let each: Vec<u64> = tree_pids(pid)
+        .into_iter()
+        .filter_map(|p| {
+            let text = fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok()?;
+            parse_pss_kb(&text)
+        })
+        .collect();
+    (!each.is_empty()).then(|| each.iter().sum())
 }
 
 /// The `Pss:` line of a `smaps_rollup`, KiB.

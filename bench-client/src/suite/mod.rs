@@ -167,6 +167,8 @@ pub struct CellSpec {
     /// The cell's sweep and level in the scale preset ([`scale`]), which adds the idle
     /// connections, the memory per connection and the level's limits.
     pub scale: Option<Step>,
+    /// Requests pipelined per batch on a kept-alive connection (1: none; see `load --pipeline`).
+    pub pipeline: usize,
 }
 
 /// A named set of cells.
@@ -199,6 +201,7 @@ pub fn presets() -> Vec<Preset> {
             rate: None,
             source_addrs: 0,
             scale: None,
+            pipeline: 1,
         }
     };
     let hostile = |table: &str, title: &str, adversary| CellSpec {
@@ -323,13 +326,11 @@ pub fn presets() -> Vec<Preset> {
         },
         Preset {
             name: "scale",
-            about: "where each model stops scaling: keep-alive and per-request load at 1 to \
-                    10,000 connections, and 1,000 to 10,000 idle connections beside a light \
-                    load, with memory per connection (issue 13)",
-            // The pipelined cell (issue 13, part 4: 16 requests at a time on each of 256 to
-            // 16,384 connections, as TechEmpower's plaintext test) goes here, a sweep beside
-            // the keep-alive one, once `LoadSpec::pipeline` is merged: `scale::cells` takes
-            // it as a fourth `Sweep` whose cells set the pipeline depth. Not faked meanwhile.
+            about: "where each model stops scaling: keep-alive (plain and 16 deep pipelined) \
+                    and per-request load at 1 to 10,000 connections, and 1,000 to 10,000 idle \
+                    connections beside a light load, with memory per connection (issue 13)",
+            // The pipelined sweep (16 requests at a time, as TechEmpower's plaintext test)
+            // is `scale::Sweep::Pipelined`, beside the keep-alive one.
             cells: scale::default_cells(),
             reps: 1,
         },
@@ -581,6 +582,7 @@ fn load_spec(cell: &CellSpec, opts: &SuiteOptions) -> LoadSpec {
         busy_poll: false,
         spin: DEFAULT_SPIN,
         source_addrs: cell.source_addrs,
+        pipeline: cell.pipeline,
     }
 }
 
@@ -598,6 +600,7 @@ fn unmeasured(
         elapsed: Duration::ZERO,
         client_cpu: Duration::ZERO,
         partial: None,
+        timeline: Vec::new(),
     };
     let mut row = load::row(&load_spec(cell, opts), &empty, labels, machine);
     row.status = status;
@@ -657,6 +660,7 @@ fn measure(
         keep_alive: false,
         rate: None,
         source_addrs: 0,
+        pipeline: 1,
         timeout: Duration::from_secs(5),
         ..spec.clone()
     };

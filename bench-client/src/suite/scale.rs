@@ -1,8 +1,10 @@
 //! The `scale` preset (issue 13): where each model stops scaling, and what a connection costs.
 //!
-//! Three sweeps, each a cell per level, every server measured at every level it can hold:
+//! Four sweeps, each a cell per level, every server measured at every level it can hold:
 //!
 //! - **keep-alive**: closed-loop load at 1, 10, 100, 1,000 and 10,000 kept-alive connections;
+//! - **pipelined**: the same from 100 connections on, each writing [`PIPELINE_DEPTH`] requests
+//!   at a time (TechEmpower's plaintext test: 16 deep at 256 to 16,384 connections);
 //! - **per-request**: the same concurrencies with a new connection per request, spread over
 //!   [`SOURCE_ADDRS`] loopback source addresses so that the client's ports last (levels the
 //!   machine's ports cannot hold are not run, and their rows say so);
@@ -62,6 +64,10 @@ pub const SOURCE_ADDRS: u8 = 16;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The servers' connection cap is the level plus this.
 pub const CAP_MARGIN: usize = 1024;
+/// Requests written at a time on each connection of the pipelined sweep.
+pub const PIPELINE_DEPTH: usize = 16;
+/// The pipelined sweep's lowest level.
+pub const PIPELINE_FROM: usize = 100;
 /// Descriptors the client needs beyond a cell's connections (its own files, the checks).
 pub const FD_MARGIN: u64 = 64;
 /// Idle connections being opened at once (each: connect, one request, its answer).
@@ -75,11 +81,13 @@ pub const MEMORY_FLOOR_KB: u64 = 512 * 1024;
 /// How the first note of a row that did not hold its level begins.
 pub const NOT_HELD: &str = "could not hold this level: ";
 
-/// One of the three sweeps.
+/// One of the four sweeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sweep {
     /// Closed loop on kept-alive connections.
     KeepAlive,
+    /// The same, [`PIPELINE_DEPTH`] requests written at a time on each connection.
+    Pipelined,
     /// Closed loop, a new connection per request.
     PerRequest,
     /// Idle keep-alive connections beside a light load.
@@ -87,13 +95,19 @@ pub enum Sweep {
 }
 
 impl Sweep {
-    /// The three, in the order they run.
-    pub const ALL: [Sweep; 3] = [Sweep::KeepAlive, Sweep::PerRequest, Sweep::Idle];
+    /// The four, in the order they run.
+    pub const ALL: [Sweep; 4] = [
+        Sweep::KeepAlive,
+        Sweep::Pipelined,
+        Sweep::PerRequest,
+        Sweep::Idle,
+    ];
 
     /// Short name: the table ids are `scale-<id>-<level>`.
     pub fn id(self) -> &'static str {
         match self {
             Sweep::KeepAlive => "keep-alive",
+            Sweep::Pipelined => "pipelined",
             Sweep::PerRequest => "per-request",
             Sweep::Idle => "idle",
         }
@@ -103,6 +117,7 @@ impl Sweep {
     pub fn title(self) -> &'static str {
         match self {
             Sweep::KeepAlive => "Concurrency sweep, keep-alive",
+            Sweep::Pipelined => "Concurrency sweep, keep-alive, 16 requests pipelined",
             Sweep::PerRequest => "Concurrency sweep, a new connection per request",
             Sweep::Idle => "Idle connections beside a light load",
         }
@@ -123,7 +138,7 @@ impl Sweep {
 pub struct Step {
     /// Which sweep.
     pub sweep: Sweep,
-    /// Concurrency (keep-alive, per-request) or idle connections (idle).
+    /// Concurrency (keep-alive, pipelined, per-request) or idle connections (idle).
     pub level: usize,
 }
 
@@ -153,16 +168,18 @@ impl Step {
     }
 }
 
-/// The preset's cells: both concurrency sweeps at `load_levels`, the idle sweep at
-/// `idle_levels`.
+/// The preset's cells: the concurrency sweeps at `load_levels` (the pipelined one from
+/// [`PIPELINE_FROM`] connections), the idle sweep at `idle_levels`.
 pub fn cells(load_levels: &[usize], idle_levels: &[usize]) -> Vec<CellSpec> {
     let mut cells = Vec::new();
     for sweep in Sweep::ALL {
-        let levels = if sweep == Sweep::Idle {
-            idle_levels
-        } else {
-            load_levels
+        let levels = match sweep {
+            Sweep::Idle => idle_levels,
+            _ => load_levels,
         };
+        let levels = levels
+            .iter()
+            .filter(|&&l| sweep != Sweep::Pipelined || l >= PIPELINE_FROM);
         for &level in levels {
             let step = Step { sweep, level };
             let (keep_alive, concurrency, rate, source_addrs, title) = match sweep {
@@ -172,6 +189,16 @@ pub fn cells(load_levels: &[usize], idle_levels: &[usize]) -> Vec<CellSpec> {
                     None,
                     0,
                     format!("keep-alive, {} connections", thousands(level)),
+                ),
+                Sweep::Pipelined => (
+                    true,
+                    level,
+                    None,
+                    0,
+                    format!(
+                        "keep-alive, {} connections, {PIPELINE_DEPTH} requests pipelined",
+                        thousands(level)
+                    ),
                 ),
                 Sweep::PerRequest => (
                     false,
@@ -211,6 +238,11 @@ pub fn cells(load_levels: &[usize], idle_levels: &[usize]) -> Vec<CellSpec> {
                 rate,
                 source_addrs,
                 scale: Some(step),
+                pipeline: if sweep == Sweep::Pipelined {
+                    PIPELINE_DEPTH
+                } else {
+                    1
+                },
             });
         }
     }
@@ -331,10 +363,10 @@ pub fn memory_floor_kb() -> u64 {
 
 /// Whether a server held a step, from what the cell saw; `Err` says why not. Tolerance: a
 /// hundredth of the level's connections may fail (a SYN lost and not retried in time), and
-/// one request at any level (one stall of a busy machine should not end a sweep; a starved
-/// connection fails every half window, so starving even two of them is seen), no more; a
-/// hundredth of the idle connections may go unheld. A cell with nothing answered, or a
-/// server that died, did not hold.
+/// one at any level (one stall of a busy machine should not end a sweep; a starved connection
+/// fails every half window, so starving even two of them is seen), no more; a connection
+/// failing fails a whole batch in the pipelined sweep. A hundredth of the idle connections
+/// may go unheld. A cell with nothing answered, or a server that died, did not hold.
 pub fn verdict(
     step: Step,
     row: &ResultRow,
@@ -359,7 +391,12 @@ pub fn verdict(
     if row.ok == 0 {
         return Err(format!("no request answered ({})", error_kinds(row)));
     }
-    let tolerance = tolerance.max(1);
+    let batch = if step.sweep == Sweep::Pipelined {
+        PIPELINE_DEPTH as u64
+    } else {
+        1
+    };
+    let tolerance = tolerance.max(1) * batch;
     if errors > tolerance {
         return Err(format!(
             "{errors} requests failed ({}), more than the {tolerance} tolerated at this level",
@@ -606,6 +643,9 @@ mod tests {
                 "scale-keep-alive-100",
                 "scale-keep-alive-1000",
                 "scale-keep-alive-10000",
+                "scale-pipelined-100",
+                "scale-pipelined-1000",
+                "scale-pipelined-10000",
                 "scale-per-request-1",
                 "scale-per-request-10",
                 "scale-per-request-100",
@@ -615,13 +655,21 @@ mod tests {
                 "scale-idle-10000",
             ]
         );
-        let idle = &cells[11];
+        let idle = &cells[14];
+        assert_eq!(
+            (cells[6].pipeline, cells[6].keep_alive),
+            (PIPELINE_DEPTH, true)
+        );
+        assert!(cells
+            .iter()
+            .filter(|c| c.pipeline > 1)
+            .all(|c| c.table.contains("pipelined")));
         assert_eq!(
             (idle.concurrency, idle.rate, idle.keep_alive),
             (LIGHT_CONNS, Some(LIGHT_RATE), true)
         );
         assert_eq!(idle.duration, Some(LONG_WINDOW));
-        assert_eq!(cells[5].source_addrs, SOURCE_ADDRS);
+        assert_eq!(cells[8].source_addrs, SOURCE_ADDRS);
         assert_eq!(
             idle.title,
             "10,000 idle connections beside 10 at 1000 req/s"
@@ -724,6 +772,13 @@ mod tests {
         };
         assert_eq!(verdict(few, &row(900, 1), None, None), Ok(()));
         assert!(verdict(few, &row(900, 2), None, None).is_err());
+        // Pipelined: one connection's batch may fail, not two.
+        let deep = Step {
+            sweep: Sweep::Pipelined,
+            level: 100,
+        };
+        assert_eq!(verdict(deep, &row(9000, 16), None, None), Ok(()));
+        assert!(verdict(deep, &row(9000, 17), None, None).is_err());
         let idle = Step {
             sweep: Sweep::Idle,
             level: 10_000,

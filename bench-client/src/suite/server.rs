@@ -466,6 +466,42 @@ impl Running {
         Sampler { stop, handle }
     }
 
+    /// Stops the server's whole process tree (SIGSTOP to every process): while the other side
+    /// of a comparison is measured, nothing this one does (a busy-poll loop, a timer) lands on
+    /// it.
+    pub fn pause(&self) {
+        self.signal_tree(libc::SIGSTOP);
+    }
+
+    /// Lets a paused tree run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal_tree(libc::SIGCONT);
+    }
+
+    fn signal_tree(&self, signal: libc::c_int) {
+        for pid in cost::tree_pids(self.pid()) {
+            // SAFETY: kill(2) on a process of our own child's tree.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+    }
+
+    /// True once the server's main process has exited (it is not reaped: [`Running::stop`]
+    /// reports how it ended).
+    pub fn exited(&mut self) -> bool {
+        // SAFETY: waitid(2) with WNOWAIT leaves the child to be reaped later; `info` is plain data.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid is set by waitid when a child changed state, zero otherwise.
+        r == 0 && unsafe { info.si_pid() } != 0
+    }
+
     /// The perf counters on the server's tree, read now (`None` where perf was refused).
     pub fn counters(&self) -> Option<CounterValues> {
         self.counters.as_ref()?.read()

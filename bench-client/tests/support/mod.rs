@@ -30,6 +30,10 @@ pub enum Behaviour {
     StallOnce { at: u64, pause: Duration },
     /// Raw protocol: `HelloWorld\n` on connect, then close.
     Raw,
+    /// Like Hello, but the k-th answer on each connection says `Connection: close`, and the
+    /// server then closes (gracefully: its answers are not lost to a reset), whatever requests
+    /// it has not answered yet.
+    CloseAfter(u64),
 }
 
 #[derive(Default)]
@@ -39,6 +43,9 @@ pub struct Counters {
     pub requests: AtomicU64,
     pub in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
+    /// Most whole requests the server held unanswered at once after a read: the depth the
+    /// client pipelines to.
+    pub max_pipelined: AtomicU64,
 }
 
 pub struct TestServer {
@@ -61,6 +68,9 @@ impl TestServer {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
+                // Answers to pipelined requests leave one write each: without this, Nagle's
+                // algorithm holds the second until the client's delayed ACK (~40 ms).
+                let _ = stream.set_nodelay(true);
                 c.connections.fetch_add(1, Ordering::SeqCst);
                 if let Ok(peer) = stream.peer_addr() {
                     c.peers.lock().unwrap().insert(peer.ip());
@@ -103,22 +113,27 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, c: &Counters, gate: &Mutex
     }
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
+    let mut answered = 0;
     loop {
         let Some(end) = find(&buf, b"\r\n\r\n") else {
             match stream.read(&mut chunk) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
+            let whole = buf.windows(4).filter(|w| w == b"\r\n\r\n").count();
+            c.max_pipelined.fetch_max(whole as u64, Ordering::SeqCst);
             continue;
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         buf.drain(..end + 4);
-        let close = head.contains("connection: close");
+        answered += 1;
+        let last = matches!(behaviour, Behaviour::CloseAfter(k) if answered >= k);
+        let close = head.contains("connection: close") || last;
         let number = c.requests.fetch_add(1, Ordering::SeqCst) + 1;
         let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         c.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let result = match behaviour {
-            Behaviour::Hello | Behaviour::Raw => Ok(()),
+            Behaviour::Hello | Behaviour::Raw | Behaviour::CloseAfter(_) => Ok(()),
             Behaviour::Delay(d) => {
                 thread::sleep(d);
                 Ok(())
@@ -159,7 +174,26 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, c: &Counters, gate: &Mutex
         if result.is_err() {
             return;
         }
-        if stream.write_all(if close { OK_CLOSE } else { OK }).is_err() || close {
+        if stream.write_all(if close { OK_CLOSE } else { OK }).is_err() {
+            return;
+        }
+        if last {
+            return linger(stream);
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+/// Closes after the peer has seen everything written: FIN first, then unread input drained
+/// (a close with input unread would send a reset, which can destroy answers in flight).
+fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut sink = [0u8; 4096];
+    for _ in 0..1000 {
+        if matches!(stream.read(&mut sink), Ok(0) | Err(_)) {
             return;
         }
     }
