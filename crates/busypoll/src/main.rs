@@ -177,7 +177,7 @@ impl BusyLoop {
             match conn.waiting {
                 // A request, or the rest of one: try a `read`.
                 Waiting::Readable => {
-                    match nonblocking::read_once(&mut conn.stream, &mut conn.http, now) {
+                    match self.conns.read(token, now) {
                         Ok(came) => bytes_came |= came,
                         Err(_) => {
                             self.close(token); // reset: costs nothing more

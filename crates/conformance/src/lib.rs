@@ -24,6 +24,7 @@
 
 pub mod checks;
 pub mod client;
+pub mod memory;
 pub mod server;
 
 pub use server::Server;

@@ -218,7 +218,7 @@ impl EventLoop {
         }
         if conn.waiting == Waiting::Readable
             && revents & libc::POLLIN != 0
-            && nonblocking::read_once(&mut conn.stream, &mut conn.http, now).is_err()
+            && self.conns.read(token, now).is_err()
         {
             return self.close(token); // reset: costs nothing more
         }

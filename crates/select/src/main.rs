@@ -280,10 +280,7 @@ impl EventLoop {
         };
         let token = conn.token;
         // A reset socket is reported readable; the read then fails.
-        if conn.waiting == Waiting::Readable
-            && readable
-            && nonblocking::read_once(&mut conn.stream, &mut conn.http, now).is_err()
-        {
+        if conn.waiting == Waiting::Readable && readable && self.conns.read(token, now).is_err() {
             return self.close(token);
         }
         self.drive(token, now);

@@ -8,7 +8,7 @@
 //! into an `.await`. The rules live here, once:
 //!
 //! - **Pipelining:** every complete request already received is answered in order, and the
-//!   answers leave together (one `write`) through the [`Outbox`].
+//!   answers leave together (one `write`) through the [`Outbox`](crate::http::Outbox).
 //! - **Bodies:** a request with a body (`Content-Length`) is answered after its body arrived.
 //! - **Close:** after `Connection: close`, HTTP/1.0 without keep-alive, an error answer, or a
 //!   shutdown.
@@ -29,13 +29,18 @@
 //!   in the middle of a request finishes it; and no wait ends later than `read_timeout`
 //!   after the shutdown, whatever the client does.
 //!
-//! Its memory is fixed: an 8 KiB [`RequestBuffer`] and a 2 KiB [`Outbox`].
+//! Its memory is fixed: a few words of state (about 130 bytes), and its [`Buffers`] (an 8 KiB
+//! [`RequestBuffer`](crate::http::RequestBuffer) and a 2 KiB [`Outbox`](crate::http::Outbox))
+//! on the heap. A blocking model's connection owns its buffers ([`Connection::new`]); an event
+//! loop's borrows them from the loop's [`BufferPool`] only while bytes are in them
+//! ([`Connection::pooled`], [`Connection::next_lent`]), so an idle connection is its few words.
 
 use std::time::{Duration, Instant};
 
+use crate::buffers::{BufferPool, Buffers};
 use crate::cli::{Protocol, ServerConfig};
 use crate::date::DateCache;
-use crate::http::{HttpError, Outbox, Reading, Request, RequestBuffer, HELLO_BODY, MAX_RESPONSE};
+use crate::http::{HttpError, Reading, Request, HELLO_BODY, MAX_RESPONSE};
 use crate::workload::Workload;
 
 /// Longest a graceful close drains the client's input before closing anyway.
@@ -43,6 +48,8 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Most input a graceful close drains before closing anyway.
 pub const LINGER_BYTES: usize = 16 << 20;
+
+const NOT_LENT: &str = "a pooled connection is lent buffers before it reads or answers";
 
 /// What the connection wants next. Each variant says what the driver does, and what it
 /// reports back before asking [`Connection::next`] again.
@@ -88,8 +95,8 @@ enum Phase {
 /// One connection's protocol state.
 pub struct Connection {
     config: ServerConfig,
-    requests: RequestBuffer,
-    out: Outbox,
+    /// The request buffer and the outbox; `None` while a pooled connection holds no bytes.
+    bufs: Option<Box<Buffers>>,
     phase: Phase,
     /// When the current wait began or last made progress; its deadline counts from here.
     since: Instant,
@@ -108,12 +115,23 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection accepted at `now`.
+    /// A connection accepted at `now`, with buffers of its own for its whole life (the
+    /// blocking models: a thread or process per connection holds them anyway).
     pub fn new(config: ServerConfig, now: Instant) -> Connection {
+        Connection {
+            bufs: Some(Buffers::new()),
+            ..Self::pooled(config, now)
+        }
+    }
+
+    /// A connection accepted at `now`, without buffers: its driver lends it a set from a
+    /// [`BufferPool`] when bytes arrive or an answer is due, and takes it back when the set
+    /// holds nothing ([`next_lent`](Self::next_lent), [`lend`](Self::lend)). What the event
+    /// loops use: an idle connection then costs its few words, not 10 KiB.
+    pub fn pooled(config: ServerConfig, now: Instant) -> Connection {
         let mut conn = Connection {
             config,
-            requests: RequestBuffer::new(),
-            out: Outbox::new(),
+            bufs: None,
             phase: Phase::Closed,
             since: now,
             reading: Reading::Idle,
@@ -130,10 +148,11 @@ impl Connection {
 
     /// Makes this the state of a new connection accepted at `now`, keeping its buffers: a
     /// thread or process that serves one connection after another reuses one state and pays
-    /// nothing per connection for it (`new` clears 10 KiB of buffers).
+    /// nothing per connection for it (`new` allocates and clears 10 KiB of buffers).
     pub fn reset(&mut self, now: Instant) {
-        self.requests.clear();
-        self.out.clear();
+        if let Some(bufs) = &mut self.bufs {
+            bufs.clear();
+        }
         self.phase = Phase::Serving;
         self.since = now;
         self.reading = Reading::Idle;
@@ -172,7 +191,7 @@ impl Connection {
         if let Some(work) = self.answer_buffered(now, date) {
             return work;
         }
-        if !self.out.is_empty() {
+        if !self.out_empty() {
             return Action::Write {
                 deadline: self.deadline(self.since + self.config.read_timeout),
             };
@@ -181,12 +200,12 @@ impl Connection {
             if self.linger_after && !self.peer_closed {
                 self.phase = Phase::Lingering;
                 self.since = now;
-                self.requests.clear();
+                self.clear_requests();
                 return Action::CloseWrite;
             }
             return self.close();
         }
-        let reading = self.requests.reading();
+        let reading = self.received();
         if reading != self.reading {
             self.reading = reading;
             self.since = now;
@@ -206,20 +225,70 @@ impl Connection {
     /// True between two requests of a kept-alive connection that holds nothing: no byte of a
     /// next request, no answer to write, no close pending, no shutdown. Asked after
     /// [`next`](Self::next) returned [`Action::Read`], it says the state can be let go: a
-    /// fresh one, [`reset`](Self::reset) when the next bytes arrive, behaves the same. That is
-    /// how a model can keep an idle connection without its 10 KiB of buffers.
+    /// fresh one, [`reset`](Self::reset) when the next bytes arrive, behaves the same. And
+    /// [`next`](Self::next) on an idle connection touches no buffer (it can only wait or
+    /// close): a pooled connection needs none lent for it.
     pub fn is_idle(&self) -> bool {
         self.phase == Phase::Serving
-            && self.out.is_empty()
-            && self.requests.reading() == Reading::Idle
+            && self.config.protocol == Protocol::Http
+            && self.bufs.as_ref().is_none_or(|bufs| bufs.is_empty())
             && !self.close_after
             && !self.peer_closed
             && self.stop_by.is_none()
     }
 
+    /// True while it has a set of buffers (its own, or one lent).
+    pub fn holds_buffers(&self) -> bool {
+        self.bufs.is_some()
+    }
+
+    /// Lends the connection a set from `pool` if it has none: before
+    /// [`read_buf`](Self::read_buf), and before [`next`](Self::next) unless it
+    /// [`is_idle`](Self::is_idle) (what [`next_lent`](Self::next_lent) does).
+    pub fn lend(&mut self, pool: &mut BufferPool) {
+        if self.bufs.is_none() {
+            self.bufs = Some(pool.take());
+        }
+    }
+
+    /// Gives its set back to `pool` if the set holds nothing (no byte of a request, nothing
+    /// unsent): true if it did, or had none.
+    pub fn release(&mut self, pool: &mut BufferPool) -> bool {
+        if self.bufs.as_ref().is_some_and(|bufs| bufs.is_empty()) {
+            pool.give(self.bufs.take().expect("checked above"));
+        }
+        self.bufs.is_none()
+    }
+
+    /// Gives its set back to `pool` whatever it holds: the connection is closed.
+    pub fn give_back(&mut self, pool: &mut BufferPool) {
+        if let Some(bufs) = self.bufs.take() {
+            pool.give(bufs);
+        }
+    }
+
+    /// [`next`](Self::next) for a connection whose buffers come from `pool`: lends it a set
+    /// first unless it is idle, and takes the set back when it holds nothing once the
+    /// connection has said what it waits for. So a connection holds a set only while bytes
+    /// are in it: between requests, during a `delay`, and after its close, none. On a
+    /// kept-alive connection that is one take and one give per request, both from the top of
+    /// the pool's free list.
+    pub fn next_lent(&mut self, now: Instant, date: &DateCache, pool: &mut BufferPool) -> Action {
+        if !self.is_idle() {
+            self.lend(pool);
+        }
+        let action = self.next(now, date);
+        self.release(pool);
+        action
+    }
+
     /// Where to read into (for [`Action::Read`]).
+    ///
+    /// # Panics
+    /// If the connection holds no buffers: a pooled connection is [`lend`](Self::lend)
+    /// a set first.
     pub fn read_buf(&mut self) -> &mut [u8] {
-        self.requests.spare()
+        self.bufs_mut().requests.spare()
     }
 
     /// Reports `n` bytes read into [`read_buf`](Self::read_buf) at `now`; 0 means the peer
@@ -234,10 +303,10 @@ impl Connection {
         }
         if self.phase == Phase::Lingering {
             self.drained += n;
-            self.requests.clear();
+            self.clear_requests();
             return;
         }
-        self.requests.filled(n);
+        self.bufs_mut().requests.filled(n);
         // A head's deadline counts from its first byte; a body's from its last progress.
         if self.reading != Reading::Head {
             self.since = now;
@@ -246,13 +315,13 @@ impl Connection {
 
     /// The bytes to write (for [`Action::Write`]).
     pub fn to_write(&self) -> &[u8] {
-        self.out.pending()
+        self.bufs.as_ref().map_or(&[], |bufs| bufs.out.pending())
     }
 
     /// Reports `n` bytes of [`to_write`](Self::to_write) written at `now`.
     pub fn wrote(&mut self, n: usize, now: Instant) {
-        self.out.sent(n);
         if n > 0 {
+            self.bufs_mut().out.sent(n);
             self.since = now;
         }
     }
@@ -276,6 +345,32 @@ impl Connection {
         Action::Close
     }
 
+    fn bufs(&self) -> &Buffers {
+        self.bufs.as_deref().expect(NOT_LENT)
+    }
+
+    fn bufs_mut(&mut self) -> &mut Buffers {
+        self.bufs.as_deref_mut().expect(NOT_LENT)
+    }
+
+    /// Nothing waits to be written.
+    fn out_empty(&self) -> bool {
+        self.bufs.as_ref().is_none_or(|bufs| bufs.out.is_empty())
+    }
+
+    /// What has been received of the next request.
+    fn received(&self) -> Reading {
+        self.bufs
+            .as_ref()
+            .map_or(Reading::Idle, |bufs| bufs.requests.reading())
+    }
+
+    fn clear_requests(&mut self) {
+        if let Some(bufs) = &mut self.bufs {
+            bufs.requests.clear();
+        }
+    }
+
     /// `at`, or the shutdown deadline if earlier.
     fn deadline(&self, at: Instant) -> Instant {
         self.stop_by.map_or(at, |stop_by| at.min(stop_by))
@@ -283,7 +378,7 @@ impl Connection {
 
     /// The current wait's deadline has passed: close, or answer `408` first.
     fn expire(&mut self, now: Instant, date: &DateCache) -> Option<Action> {
-        let limit = if !self.out.is_empty() {
+        let limit = if !self.out_empty() {
             self.config.read_timeout
         } else {
             match self.reading {
@@ -294,11 +389,11 @@ impl Connection {
         if now < self.since + limit {
             return None;
         }
-        if self.out.is_empty() && self.reading != Reading::Idle && !self.close_after {
+        if self.out_empty() && self.reading != Reading::Idle && !self.close_after {
             // The client started a request and stalled: tell it, then close (no lingering:
             // waiting longer for it is what the timeout refused).
-            self.out
-                .push_response(HttpError::Timeout.response(self.config.headers), date);
+            let response = HttpError::Timeout.response(self.config.headers);
+            self.bufs_mut().out.push_response(response, date);
             self.close_after = true;
             self.linger_after = false;
             self.since = now;
@@ -310,20 +405,23 @@ impl Connection {
     /// Answers the requests already received, in order, into the outbox; stops at a request
     /// whose cost must be paid first (returned), at a full outbox, or at a close.
     fn answer_buffered(&mut self, now: Instant, date: &DateCache) -> Option<Action> {
-        while !self.close_after && self.out.room() >= MAX_RESPONSE {
+        while !self.close_after {
             let request = match self.config.protocol {
                 Protocol::Raw if self.raw_answered => return None,
+                // Lent nothing: nothing was received (an idle pooled connection).
+                Protocol::Http if self.bufs.is_none() => return None,
+                _ if self.bufs().out.room() < MAX_RESPONSE => return None,
                 Protocol::Raw => {
                     self.raw_answered = true;
                     None
                 }
-                Protocol::Http => match self.requests.next_request() {
+                Protocol::Http => match self.bufs_mut().requests.next_request() {
                     Ok(Some(request)) => Some(request),
                     Ok(None) => return None,
                     Err(error) => {
                         self.start_writing(now);
-                        self.out
-                            .push_response(error.response(self.config.headers), date);
+                        let response = error.response(self.config.headers);
+                        self.bufs_mut().out.push_response(response, date);
                         self.close_after = true;
                         self.linger_after = true;
                         return None;
@@ -346,17 +444,17 @@ impl Connection {
         self.start_writing(now);
         match request {
             None => {
-                self.out.push(HELLO_BODY);
+                self.bufs_mut().out.push(HELLO_BODY);
                 self.close_after = true;
             }
             Some(request) => {
                 let (response, close) =
                     request.response(self.stop_by.is_some(), self.config.headers);
-                self.out.push_response(response, date);
+                self.bufs_mut().out.push_response(response, date);
                 if close {
                     self.close_after = true;
                     // Bytes behind this request will never be read: drain them, do not reset.
-                    self.linger_after = self.requests.has_partial();
+                    self.linger_after = self.received() != Reading::Idle;
                 }
             }
         }
@@ -364,7 +462,7 @@ impl Connection {
 
     /// The write deadline counts from the first answer put in an empty outbox.
     fn start_writing(&mut self, now: Instant) {
-        if self.out.is_empty() {
+        if self.out_empty() {
             self.since = now;
         }
     }
@@ -730,11 +828,119 @@ mod tests {
     }
 
     #[test]
-    fn the_state_is_two_fixed_buffers_and_a_few_words() {
+    fn the_state_is_a_few_words_and_two_fixed_buffers_beside_it() {
         let size = std::mem::size_of::<Connection>();
+        assert!(size <= 128, "{size} bytes");
+        let buffers = std::mem::size_of::<Buffers>();
         assert!(
-            size < crate::http::MAX_HEAD + crate::http::OUTBOX_SIZE + 256,
-            "{size}"
+            buffers < crate::http::MAX_HEAD + crate::http::OUTBOX_SIZE + 128,
+            "{buffers}"
         );
+    }
+
+    /// Lends `conn` a set and reads `bytes` into it, as a pooled driver does.
+    fn feed(conn: &mut Connection, pool: &mut BufferPool, bytes: &[u8], t: Instant) {
+        conn.lend(pool);
+        conn.read_buf()[..bytes.len()].copy_from_slice(bytes);
+        conn.read(bytes.len(), t);
+    }
+
+    #[test]
+    fn a_pooled_connection_holds_buffers_only_while_bytes_are_in_them() {
+        let date = DateCache::fixed(DATE);
+        let t = Instant::now();
+        let mut pool = BufferPool::new();
+        let mut conn = Connection::pooled(config(), t);
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Read { .. }
+        ));
+        assert!(
+            !conn.holds_buffers() && pool.made() == 0,
+            "nothing lent to wait"
+        );
+        feed(&mut conn, &mut pool, b"GET / HT", t);
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Read { .. }
+        ));
+        assert!(conn.holds_buffers(), "half a request is kept");
+        feed(&mut conn, &mut pool, b"TP/1.1\r\n\r\n", t);
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Write { .. }
+        ));
+        assert!(conn.holds_buffers(), "an answer to write");
+        conn.wrote(conn.to_write().len() - 1, t);
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Write { .. }
+        ));
+        assert_eq!(conn.to_write(), b"\n", "a partial write is kept");
+        conn.wrote(1, t);
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Read { .. }
+        ));
+        assert!(!conn.holds_buffers(), "idle again");
+        assert_eq!((pool.made(), pool.free()), (1, 1));
+        // The idle timeout passes: closed without a set.
+        let late = t + config().idle_timeout;
+        assert_eq!(conn.next_lent(late, &date, &mut pool), Action::Close);
+        assert_eq!(pool.made(), 1);
+    }
+
+    #[test]
+    fn a_delay_holds_no_buffers_and_the_answer_takes_them_again() {
+        let date = DateCache::fixed(DATE);
+        let t = Instant::now();
+        let mut pool = BufferPool::new();
+        let cfg = ServerConfig {
+            workload: Workload::Delay(Duration::from_millis(100)),
+            ..config()
+        };
+        let mut conn = Connection::pooled(cfg, t);
+        conn.next_lent(t, &date, &mut pool);
+        feed(&mut conn, &mut pool, GET, t);
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Work(_)
+        ));
+        assert!(
+            !conn.holds_buffers(),
+            "nothing buffered while the cost is paid"
+        );
+        conn.worked();
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Write { .. }
+        ));
+        assert!(String::from_utf8_lossy(conn.to_write()).starts_with("HTTP/1.1 200 OK"));
+        conn.wrote(conn.to_write().len(), t);
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Read { .. }
+        ));
+        assert!(!conn.holds_buffers());
+        // A raw connection answers at once: it is never idle before that.
+        let raw = ServerConfig {
+            protocol: Protocol::Raw,
+            ..config()
+        };
+        let mut conn = Connection::pooled(raw, t);
+        assert!(!conn.is_idle());
+        assert!(matches!(
+            conn.next_lent(t, &date, &mut pool),
+            Action::Write { .. }
+        ));
+        assert_eq!(conn.to_write(), HELLO_BODY);
+        assert_eq!(pool.made(), 1, "the same set, given back during the delay");
+    }
+
+    #[test]
+    #[should_panic(expected = "lent buffers")]
+    fn reading_into_a_pooled_connection_without_lending_is_a_driver_bug() {
+        let mut conn = Connection::pooled(config(), Instant::now());
+        conn.read_buf();
     }
 }

@@ -8,6 +8,8 @@
 //!   `TCP_NODELAY` and the socket timeouts set once, inherited by every accepted socket) and the
 //!   ready line `listening on ADDR`;
 //! - [`http`]: sans-IO request parsing (httparse) and the response bytes, no I/O inside;
+//! - [`buffers`]: a connection's request buffer and outbox, and the bounded pool an event loop
+//!   lends them from while bytes are in them;
 //! - [`connection`]: the one connection protocol (pipelining, close rules, deadlines,
 //!   graceful close, shutdown) as a sans-IO state machine that every model drives;
 //! - [`date`]: the cached `Date` header;
@@ -21,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod blocking;
+pub mod buffers;
 pub mod cli;
 pub mod connection;
 pub mod date;

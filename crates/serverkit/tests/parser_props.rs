@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use proptest::prelude::*;
+use serverkit::buffers::BufferPool;
 use serverkit::connection::{Action, Connection};
 use serverkit::date::DateCache;
 use serverkit::http::{HttpError, Request, RequestBuffer, MAX_HEAD, OUTBOX_SIZE};
@@ -13,15 +14,37 @@ use serverkit::ServerConfig;
 /// Runs a whole connection over `input`: reads of the sizes in `reads`, writes of at most the
 /// sizes in `writes`, work paid at once, the peer closing after its input; all at one instant.
 /// Returns every byte the connection wrote, after checking it never offered more than its
-/// fixed buffers.
-fn converse(input: &[u8], reads: &[usize], writes: &[usize]) -> Vec<u8> {
+/// fixed buffers. With a `pool`, the connection is a pooled one, driven as the event loops
+/// drive theirs: it must then hold a set exactly while bytes are in it.
+fn converse(
+    input: &[u8],
+    reads: &[usize],
+    writes: &[usize],
+    mut pool: Option<&mut BufferPool>,
+) -> Vec<u8> {
     let date = DateCache::fixed(b"Sun, 06 Nov 1994 08:49:37 GMT");
     let now = Instant::now();
-    let mut conn = Connection::new(ServerConfig::default(), now);
+    let mut conn = match pool {
+        Some(_) => Connection::pooled(ServerConfig::default(), now),
+        None => Connection::new(ServerConfig::default(), now),
+    };
     let (mut reads, mut writes) = (reads.iter().cycle(), writes.iter().cycle());
     let (mut offset, mut written) = (0, Vec::new());
     for _ in 0..(input.len() + 1) * 8 + 1000 {
-        match conn.next(now, &date) {
+        let action = match pool.as_deref_mut() {
+            Some(pool) => {
+                let action = conn.next_lent(now, &date, pool);
+                if conn.is_idle() {
+                    assert!(!conn.holds_buffers(), "an idle connection kept its set");
+                }
+                if let Action::Read { .. } = action {
+                    conn.lend(pool);
+                }
+                action
+            }
+            None => conn.next(now, &date),
+        };
+        match action {
             Action::Read { .. } => {
                 let buf = conn.read_buf();
                 assert!(buf.len() <= MAX_HEAD);
@@ -170,18 +193,23 @@ proptest! {
         writes in prop::collection::vec(1usize..500, 1..6),
     ) {
         let input: Vec<u8> = batch.iter().flat_map(|(bytes, _)| bytes.clone()).collect();
-        let whole = converse(&input, &[usize::MAX], &[usize::MAX]);
+        let whole = converse(&input, &[usize::MAX], &[usize::MAX], None);
         let answers = String::from_utf8_lossy(&whole).matches("HTTP/1.1 200 OK").count();
         let until_close = batch.iter().position(|(_, r)| !r.keep_alive).map_or(batch.len(), |i| i + 1);
         prop_assert_eq!(answers, until_close);
-        prop_assert_eq!(converse(&input, &reads, &writes), whole);
+        prop_assert_eq!(converse(&input, &reads, &writes, None), whole.clone());
+        // Pooled, as the event loops run it: the same bytes, and one set serves it all.
+        let mut pool = BufferPool::new();
+        prop_assert_eq!(converse(&input, &reads, &writes, Some(&mut pool)), whole);
+        prop_assert_eq!(pool.made(), 1);
     }
 
     /// Any bytes, in any chunking, through a whole connection: it ends, within its buffers.
     #[test]
     fn connections_survive_arbitrary_bytes(input in prop::collection::vec(any::<u8>(), 0..20_000),
                                            reads in prop::collection::vec(1usize..9000, 1..8)) {
-        converse(&input, &reads, &[700]);
+        converse(&input, &reads, &[700], None);
+        converse(&input, &reads, &[700], Some(&mut BufferPool::new()));
     }
 
     /// A head that never ends is refused with 431 once it reaches 8 KiB, whatever the chunks.

@@ -24,8 +24,11 @@
 //!
 //! How it reads: `SignalLoop::run` takes one signal and dispatches it to `on_signal` (a
 //! descriptor's event), `on_overflow` (`SIGIO`) or `begin_shutdown` (SIGTERM), then serves
-//! the deadlines that passed. The protocol is serverkit's [`Connection`], the state machine
-//! every model drives; this file only decides how a connection waits.
+//! the deadlines that passed. The protocol is serverkit's
+//! [`Connection`](serverkit::connection::Connection), the state machine every model drives,
+//! and the connections live in serverkit's [`Conns`], the table by descriptor the other
+//! single-threaded loops use (with the pool their buffers are lent from while bytes are in
+//! them); this file only decides how a connection waits.
 //!
 //! **Edge semantics.** A signal says that something happened, once: it does not come again
 //! for data that sits unread. So after a signal the loop drives the connection until it
@@ -68,9 +71,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::socket::{accept4, SockFlag};
-use serverkit::connection::{Action, Connection};
+use serverkit::connection::Action;
 use serverkit::date::DateCache;
 use serverkit::listener::TICK;
+use serverkit::nonblocking::{Conns, Waiting};
 use serverkit::timers::Deadlines;
 use serverkit::workload::burn_cpu;
 use serverkit::{listener, ServerArgs, ServerConfig, Workload};
@@ -218,25 +222,10 @@ impl Signals {
     }
 }
 
-/// What a connection waits for between two turns of the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waiting {
-    /// A signal that input arrived.
-    Readable,
-    /// A signal that there is room to write again.
-    Writable,
-    /// Its `delay` deadline.
-    Timer,
-}
-
-/// One client connection.
-struct Conn {
-    stream: TcpStream,
-    /// Its key in the deadlines: descriptor and serial number, so that a deadline of a closed
-    /// connection never reaches the next one on its descriptor.
-    token: u64,
-    http: Box<Connection>,
-    waiting: Waiting,
+/// What the loop knows of a connection's socket, kept beside it in serverkit's [`Conns`] (the
+/// table by descriptor every single-threaded loop uses; what the connection waits for, a
+/// signal for input or room, or its `delay` deadline, is its [`Waiting`]).
+struct Hints {
     /// Input may be waiting: a signal said so, and no read has emptied the socket since.
     readable: bool,
     /// Every event since the last read has raised a signal that the loop will take: true once
@@ -251,14 +240,11 @@ struct Conn {
 struct SignalLoop {
     listener: TcpListener,
     signals: Signals,
-    config: ServerConfig,
     max_conns: usize,
-    /// Connections indexed by descriptor (what `si_fd` names).
-    conns: Vec<Option<Conn>>,
-    open: usize,
-    /// States of closed connections, kept for the next ones.
-    spare: Vec<Box<Connection>>,
-    next_serial: u64,
+    /// Connections indexed by descriptor (what `si_fd` names), each known by a token that is
+    /// never reused (its key in the deadlines, so that a deadline of a closed connection
+    /// never reaches the next one on its descriptor).
+    conns: Conns<Hints>,
     deadlines: Deadlines,
     next_sweep: Instant,
     /// Connections may wait in the backlog whose signals were spent (taken at the cap, lost
@@ -284,12 +270,8 @@ impl SignalLoop {
         Ok(SignalLoop {
             listener,
             signals,
-            config,
             max_conns,
-            conns: Vec::new(),
-            open: 0,
-            spare: Vec::new(),
-            next_serial: 0,
+            conns: Conns::new(config),
             deadlines: Deadlines::default(),
             next_sweep: now + TICK,
             // Connections that came before O_ASYNC was set raised no signal.
@@ -308,10 +290,10 @@ impl SignalLoop {
             if self.backlog {
                 self.accept(now, true);
             }
-            if self.stopping && self.open == 0 {
+            if self.stopping && self.conns.open() == 0 {
                 return Ok(());
             }
-            let ticking = self.open > 0 || self.listener_paused;
+            let ticking = self.conns.open() > 0 || self.listener_paused;
             let woken = self
                 .signals
                 .wait(self.deadlines.next(ticking.then_some(self.next_sweep)))?;
@@ -324,12 +306,9 @@ impl SignalLoop {
                 Woken::Timeout => {}
             }
             while let Some(token) = self.deadlines.pop_due(now) {
-                let fd = (token & 0xffff_ffff) as usize;
-                if let Some(conn) = self.conns.get_mut(fd).and_then(Option::as_mut) {
-                    if conn.token == token {
-                        conn.http.worked();
-                        self.drive(fd, now);
-                    }
+                if let Some(conn) = self.conns.get(token) {
+                    conn.http.worked();
+                    self.drive(token, now);
                 }
             }
             if now >= self.next_sweep {
@@ -344,18 +323,19 @@ impl SignalLoop {
         if fd == self.listener.as_raw_fd() {
             return self.accept(now, false); // one signal per connection that arrived
         }
-        let Some(conn) = self.conns.get_mut(fd as usize).and_then(Option::as_mut) else {
+        let Some(conn) = self.conns.by_fd(fd as usize) else {
             return; // a connection closed since: its signals were still queued
         };
         let trouble = libc::c_long::from(libc::POLLERR | libc::POLLHUP);
         if band & (libc::c_long::from(libc::POLLIN) | trouble) != 0 {
-            conn.readable = true;
+            conn.watch.readable = true;
         }
         if band & (libc::c_long::from(libc::POLLOUT) | trouble) != 0 {
-            conn.writable = true;
+            conn.watch.writable = true;
         }
         if conn.waiting != Waiting::Timer {
-            self.drive(fd as usize, now);
+            let token = conn.token;
+            self.drive(token, now);
         }
     }
 
@@ -375,15 +355,16 @@ impl SignalLoop {
                 self.overflows
             );
         }
-        for fd in 0..self.conns.len() {
-            let Some(conn) = self.conns[fd].as_mut() else {
+        for fd in 0..self.conns.fd_bound() {
+            let Some(conn) = self.conns.by_fd(fd) else {
                 continue;
             };
-            conn.readable = true;
-            conn.every_event_signalled = false;
-            conn.writable = true;
+            conn.watch.readable = true;
+            conn.watch.every_event_signalled = false;
+            conn.watch.writable = true;
             if conn.waiting != Waiting::Timer {
-                self.drive(fd, now);
+                let token = conn.token;
+                self.drive(token, now);
             }
         }
         self.backlog = true;
@@ -395,7 +376,7 @@ impl SignalLoop {
             if self.stopping || self.listener_paused {
                 return;
             }
-            if self.open >= self.max_conns {
+            if self.conns.open() >= self.max_conns {
                 self.backlog = true; // its signal is spent: accept it when there is room
                 return;
             }
@@ -429,76 +410,63 @@ impl SignalLoop {
         if self.signals.raise_on(stream.as_raw_fd()).is_err() {
             return; // dropping the stream closes it
         }
-        let fd = stream.as_raw_fd() as usize;
-        if self.conns.len() <= fd {
-            self.conns.resize_with(fd + 1, || None);
-        }
-        self.next_serial += 1;
-        let http = match self.spare.pop() {
-            Some(mut http) => {
-                http.reset(now);
-                http
-            }
-            None => Box::new(Connection::new(self.config, now)),
-        };
-        self.conns[fd] = Some(Conn {
-            stream,
-            token: (self.next_serial << 32) | fd as u64,
-            http,
-            waiting: Waiting::Readable,
+        let hints = Hints {
             // The request may have come before O_ASYNC was set, raising no signal: try.
             readable: true,
             every_event_signalled: false,
             writable: true,
-        });
-        self.open += 1;
-        self.drive(fd, now);
+        };
+        let token = self.conns.add(stream, hints, now);
+        self.drive(token, now);
     }
 
     /// Does what the connection asks for until something would block (or, for a read, is
-    /// known to: `readable` is false), then records what it waits for; or closes it.
-    fn drive(&mut self, fd: usize, now: Instant) {
+    /// known to: `readable` is false), then records what it waits for; or closes it. Its
+    /// buffers are lent from the table's pool while bytes are in them.
+    fn drive(&mut self, token: u64, now: Instant) {
         let date = self.date;
-        let Some(conn) = self.conns.get_mut(fd).and_then(Option::as_mut) else {
+        let Some((conn, pool)) = self.conns.get_with_pool(token) else {
             return;
         };
+        let hints = &mut conn.watch;
         conn.waiting = loop {
-            match conn.http.next(now, &date) {
-                Action::Read { .. } if !conn.readable => break Waiting::Readable,
+            match conn.http.next_lent(now, &date, pool) {
+                Action::Read { .. } if !hints.readable => break Waiting::Readable,
                 Action::Read { .. } => {
+                    conn.http.lend(pool);
                     let buf = conn.http.read_buf();
                     let room = buf.len();
                     match conn.stream.read(buf) {
                         Ok(n) => {
                             // Less than asked for: the socket is empty, and what comes next
                             // raises a signal (if every event so far has).
-                            let short = n < room && conn.every_event_signalled;
-                            conn.readable = n > 0 && !short;
+                            let short = n < room && hints.every_event_signalled;
+                            hints.readable = n > 0 && !short;
                             conn.http.read(n, now);
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            conn.readable = false;
-                            conn.every_event_signalled = true;
+                            hints.readable = false;
+                            hints.every_event_signalled = true;
                         }
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(_) => return self.close(fd), // reset: costs nothing more
+                        Err(_) => return self.close(token), // reset: costs nothing more
                     }
                 }
-                Action::Write { .. } if !conn.writable => break Waiting::Writable,
+                Action::Write { .. } if !hints.writable => break Waiting::Writable,
                 Action::Write { .. } => match conn.stream.write(conn.http.to_write()) {
                     Ok(n) => {
                         conn.http.wrote(n, now);
                         if !conn.http.to_write().is_empty() {
-                            conn.writable = false; // a signal comes when there is room
+                            hints.writable = false; // a signal comes when there is room
                             break Waiting::Writable;
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        conn.writable = false;
+                        hints.writable = false;
                         break Waiting::Writable;
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return self.close(fd), // EPIPE, reset: the client is gone
+                    Err(_) => return self.close(token), // EPIPE, reset: the client is gone
                 },
                 Action::Work(Workload::Delay(d)) => {
                     self.deadlines.add(Instant::now() + d, conn.token);
@@ -513,7 +481,7 @@ impl SignalLoop {
                 Action::CloseWrite => {
                     let _ = conn.stream.shutdown(Shutdown::Write);
                 }
-                Action::Close => return self.close(fd),
+                Action::Close => return self.close(token),
             }
         };
     }
@@ -523,10 +491,9 @@ impl SignalLoop {
     fn sweep(&mut self, now: Instant) {
         self.next_sweep = now + TICK;
         self.listener_paused = false;
-        for fd in 0..self.conns.len() {
-            match &self.conns[fd] {
-                Some(conn) if conn.waiting != Waiting::Timer => self.drive(fd, now),
-                _ => {}
+        for fd in 0..self.conns.fd_bound() {
+            if let Some(token) = self.conns.waiting_on_socket(fd) {
+                self.drive(token, now);
             }
         }
     }
@@ -538,18 +505,13 @@ impl SignalLoop {
         self.stopping = true;
         // SAFETY: shutdown(2) on the listener we own.
         unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RD) };
-        for conn in self.conns.iter_mut().flatten() {
-            conn.http.shutdown(now);
-        }
+        self.conns.shutdown(now);
         self.sweep(now);
     }
 
-    fn close(&mut self, fd: usize) {
+    fn close(&mut self, token: u64) {
         // Dropping the stream closes the descriptor; signals still queued for it are hints
         // that find nothing (or the next connection on this descriptor: a read, no harm).
-        if let Some(conn) = self.conns[fd].take() {
-            self.spare.push(conn.http);
-            self.open -= 1;
-        }
+        self.conns.close(token);
     }
 }

@@ -15,26 +15,35 @@
 //! the accept loop stops, and taking back every permit waits for the connections in flight.
 //! The cached `Date` header lives in each worker thread (each is an event loop of its own).
 //!
+//! **Memory per idle connection** is the task (its future and tokio's header), the socket's
+//! registration with the runtime, and no buffer: a task waits for its socket to be *readable*
+//! (`readable().await`, which holds nothing), then borrows a set of buffers from its worker
+//! thread's pool to `try_read` into, and gives it back once the connection holds no bytes
+//! (serverkit's [`Connection::next_lent`]). The idiomatic `stream.read(&mut buf).await` would
+//! hold a buffer for as long as the client stays silent: 10 KiB per idle client.
+//!
 //! ```text
 //! server-tokio --workers 2 --workload delay:100ms
 //! ```
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
 use std::io;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
+use serverkit::buffers::BufferPool;
 use serverkit::connection::{Action, Connection};
 use serverkit::date::DateCache;
 use serverkit::listener::TICK;
 use serverkit::workload::burn_cpu;
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig, Workload};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, timeout_at};
 
 /// Tokio server: a task per connection on a multi-threaded runtime.
@@ -92,11 +101,7 @@ fn start(cli: &Cli) -> io::Result<()> {
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
             };
-            let stop = stop_rx.clone();
-            tokio::spawn(async move {
-                serve_connection(stream, config, stop).await;
-                drop(permit);
-            });
+            tokio::spawn(serve_connection(stream, config, stop_rx.clone(), permit));
         }
         drop(listener);
         // The flag the connections look at between steps; the channel wakes the idle ones.
@@ -108,32 +113,61 @@ fn start(cli: &Cli) -> io::Result<()> {
     })
 }
 
-/// Drives one connection's state machine with `.await`s: a read or a write waits for the
-/// socket or the deadline the state machine gave, whichever comes first.
-async fn serve_connection(
+/// Serves one connection, then gives its slot under `--max-conns` back (`permit`); whatever
+/// buffers it still holds at the end (a client gone mid-request) go back to the pool of the
+/// worker it ends on.
+///
+/// This future is the task, and most of what an idle connection costs, so it is kept small: a
+/// plain function returning it rather than an `async fn` (which would keep its arguments in
+/// the future beside the locals they are moved into), and spawned as it is (an `async` block
+/// around it that `.await`s it would hold it twice).
+fn serve_connection(
     mut stream: TcpStream,
     config: ServerConfig,
     mut stop: watch::Receiver<bool>,
-) {
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> {
+    let mut conn = Connection::pooled(config, Instant::now());
+    async move {
+        drive(&mut stream, &mut conn, &mut stop).await;
+        with_pool(|pool| conn.give_back(pool));
+        drop(permit);
+    }
+}
+
+/// Drives one connection's state machine with `.await`s: a read or a write waits for the
+/// socket or the deadline the state machine gave, whichever comes first. Buffers come from
+/// the worker's pool only while bytes are in them.
+async fn drive(stream: &mut TcpStream, conn: &mut Connection, stop: &mut watch::Receiver<bool>) {
     let mut now = Instant::now();
-    let mut date = worker_date(now);
-    let mut conn = Connection::new(config, now);
     let mut stopping = false;
     loop {
         if !stopping && shutdown::requested() {
             stopping = true;
             conn.shutdown(now);
         }
-        if date.is_stale(now) {
-            date = worker_date(now);
-        }
-        match conn.next(now, &date) {
+        // The worker's date, looked up each turn rather than kept across an `.await`: that
+        // would put a copy in every connection's task.
+        let action = {
+            let date = worker_date(now);
+            with_pool(|pool| conn.next_lent(now, &date, pool))
+        };
+        match action {
             Action::Read { deadline } => {
                 tokio::select! {
-                    read = stream.read(conn.read_buf()) => {
+                    // Readiness first, holding no buffer while the client is silent (and
+                    // no waiter either: `poll_read_ready` keeps the waker in the socket's
+                    // registration, where `readable()` would add 150 bytes to the task).
+                    ready = poll_fn(|cx| stream.poll_read_ready(cx)) => {
                         now = Instant::now();
-                        match read {
+                        if ready.is_err() {
+                            return;
+                        }
+                        with_pool(|pool| conn.lend(pool));
+                        match stream.try_read(conn.read_buf()) {
                             Ok(n) => conn.read(n, now),
+                            // A stale readiness: the next turn gives the set back.
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                             Err(_) => return,
                         }
                     }
@@ -168,6 +202,16 @@ async fn serve_connection(
     }
 }
 
+/// Runs `f` on the buffer pool of the worker thread this task runs on now: each worker is an
+/// event loop with a pool of its own, so no lock is shared between them. A set taken on one
+/// worker and given back on another (the task was stolen meanwhile) joins the other's pool.
+fn with_pool<R>(f: impl FnOnce(&mut BufferPool) -> R) -> R {
+    thread_local! {
+        static POOL: RefCell<BufferPool> = RefCell::new(BufferPool::new());
+    }
+    POOL.with_borrow_mut(f)
+}
+
 /// The cached `Date` header of the worker thread this task runs on now: each worker is an
 /// event loop with a cache of its own, so no lock is shared between them.
 fn worker_date(now: Instant) -> DateCache {
@@ -190,5 +234,33 @@ async fn pay(workload: Workload) {
         Workload::Hello => {}
         Workload::Delay(d) => tokio::time::sleep(d).await,
         Workload::Cpu(d) => burn_cpu(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection's task holds besides tokio's own header and the socket's
+    /// registration: its future, which no buffer is part of.
+    #[test]
+    fn a_connection_task_is_small() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+            let (client, accepted) = tokio::join!(client, listener.accept());
+            let (_client, (stream, _)) = (client.unwrap(), accepted.unwrap());
+            let (_stop_tx, stop_rx) = watch::channel(false);
+            let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+            let task = serve_connection(stream, ServerConfig::default(), stop_rx, permit);
+            let size = std::mem::size_of_val(&task);
+            // 568 bytes when written (a Sleep, a watch's `changed()`, the connection's 128-byte
+            // state, the socket); `stream.read(&mut buf)` with the buffer in it was 10 KiB.
+            assert!(size <= 640, "{size} bytes");
+        });
     }
 }
