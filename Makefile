@@ -4,7 +4,7 @@ CARGO ?= cargo
 # and sets CARGO=true, so that nothing is built under `cargo test`).
 ARCHBENCH_BIN ?= target/release
 
-.PHONY: all build release test lint fmt doc unit bench paper suite regress syscalls clean
+.PHONY: all build release test lint fmt doc unit bench paper suite report regress syscalls clean
 
 all: build
 
@@ -43,7 +43,8 @@ bench:
 paper: release
 	$(ARCHBENCH_BIN)/bench-client paper $(PAPER_ARGS)
 
-## suite: any preset, e.g. make suite PRESET=hostile (results/<preset>/latest.md)
+## suite: any preset, e.g. make suite PRESET=hostile (results/<preset>/latest.md and its plots);
+## make suite PRESET=scale: where each model stops scaling (about 12 minutes on 2 cores)
 PRESET ?= http
 suite: release
 	$(ARCHBENCH_BIN)/bench-client suite --preset $(PRESET) $(SUITE_ARGS)
@@ -60,3 +61,8 @@ SYSCALLS_OUT ?= results/syscalls
 MODELS ?= iterative fork threads pool pool-handoff prefork epoll select poll busypoll sigio reuseport tokio uring
 syscalls: release
 	ARCHBENCH_BIN=$(ARCHBENCH_BIN) LOADS="k10 p10" scripts/syscalls.sh --out $(SYSCALLS_OUT) -n $(SYSCALLS_N) $(MODELS)
+
+## report: every preset's report and plots on one static page, results/report.html (opens
+## from disk; a debug build is enough: nothing is measured)
+report:
+	$(CARGO) run --quiet -p bench-client -- html

@@ -8,11 +8,13 @@
 //! - [`load`]: one load run from start to [`load::LoadResult`];
 //! - [`timeline`]: the per-second figures of a run;
 //! - [`stats`]: medians, bootstrap intervals, and when a difference may be claimed;
-//! - [`suite`]: the suite runner (`paper`, `suite --preset`);
-//! - [`regress`]: the CI regression gate (`compare`).
+//! - [`suite`]: the suite runner (`paper`, `suite --preset`), its reports and plots;
+//! - [`regress`]: the CI regression gate (`compare`);
+//! - [`html`]: every preset's report on one static page (`bench-client html`, `make report`).
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod html;
 pub mod load;
 pub mod meta;
 pub mod output;

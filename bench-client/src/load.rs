@@ -343,6 +343,11 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         server_requests: Na(None),
         server_life_cpu_s: Na(None),
         server_ok_after: Na(None),
+        idle_conns: Na(None),
+        idle_held: Na(None),
+        server_pss_base_kb: Na(None),
+        server_pss_kb: Na(None),
+        mem_per_conn_b: Na(None),
         partial: result.partial.is_some(),
         notes: notes.join("; "),
     }

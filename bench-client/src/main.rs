@@ -32,14 +32,14 @@ enum Command {
     Paper(SuiteArgs),
     /// Run a preset of cells against every server.
     Suite {
-        /// Preset: paper, http, hostile, models or tiny.
+        /// Preset: paper, http, hostile, models, scale or tiny.
         #[arg(long)]
         preset: String,
         #[command(flatten)]
         args: SuiteArgs,
     },
-    /// Write a run's Markdown report again from its CSV (e.g. after the report code changed):
-    /// results/<preset>/latest.md, or --out.
+    /// Write a run's Markdown report and its plots again from its CSV (e.g. after the report
+    /// code changed): results/<preset>/latest.md and its SVG files, or --out.
     Report {
         /// Preset the rows were measured with.
         #[arg(long)]
@@ -47,6 +47,16 @@ enum Command {
         /// The run's CSV (its rows; a file holding several runs is reported as the last run).
         csv: PathBuf,
         /// Where to write the report (default: latest.md beside the CSV).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write every preset's report (results/*/latest.md) and plots on one static HTML page:
+    /// results/report.html, or --out.
+    Html {
+        /// The results directory (default: results/ in the repository).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Where to write the page (default: report.html in the results directory).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -224,6 +234,17 @@ struct SuiteArgs {
     /// the report and every row record it).
     #[arg(long)]
     seed: Option<u64>,
+
+    /// Measure each duration cell (scale, hostile) for this long instead of the preset's
+    /// window, e.g. 500ms: shortens a run for a smoke test.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+
+    /// Scale preset only: the levels of every sweep, comma-separated (default: 1, 10, 100,
+    /// 1000, 10000 connections; 1000 and 10000 idle, and 100000 where the descriptor limit
+    /// allows).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    levels: Option<Vec<u64>>,
 }
 
 #[derive(Args)]
@@ -304,6 +325,7 @@ fn main() -> ExitCode {
         Command::Paper(args) => suite_command("paper", args),
         Command::Suite { preset, args } => suite_command(&preset, args),
         Command::Report { preset, csv, out } => report_command(&preset, &csv, out),
+        Command::Html { results, out } => html_command(results, out),
         Command::Compare(args) => compare_command(*args),
         Command::Merge { files } => merge_command(&files),
     }
@@ -460,10 +482,17 @@ fn load_command(args: LoadArgs) -> ExitCode {
 }
 
 fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
-    let preset = match suite::preset(preset) {
+    let mut preset = match suite::preset(preset) {
         Ok(p) => p,
         Err(e) => return usage_error(&e),
     };
+    if let Some(levels) = &args.levels {
+        if preset.name != "scale" {
+            return usage_error("--levels applies to the scale preset only");
+        }
+        let levels: Vec<usize> = levels.iter().map(|&l| l as usize).collect();
+        preset.cells = suite::scale::cells(&levels, &levels);
+    }
     if let Some(names) = &args.servers {
         if let Err(e) = suite::check_server_names(names) {
             return usage_error(&e);
@@ -494,6 +523,7 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
             .server_args
             .map(|a| a.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
+        duration: args.duration,
     };
     if let Err(e) = load::catch_sigint() {
         eprintln!("bench-client: {e}");
@@ -508,15 +538,22 @@ fn suite_command(preset: &str, args: SuiteArgs) -> ExitCode {
     };
     println!("wrote {} and {}", run.csv.display(), run.markdown.display());
     let failed = run.rows.iter().filter(|r| r.status.is_failure()).count();
-    let with_errors = run
-        .rows
-        .iter()
-        .filter(|r| r.status == bench_client::output::Status::Errors)
-        .count();
-    if with_errors > 0 {
-        println!(
-            "{with_errors} rows had request errors (status 'errors'; see their err_* columns)"
-        );
+    use bench_client::output::Status;
+    for (status, what) in [
+        (
+            Status::Errors,
+            "had request errors (status 'errors'; see their err_* columns)",
+        ),
+        (
+            Status::Limit,
+            "are levels a server could not hold, or did not run after one (status 'limit'; \
+             see their notes and the report)",
+        ),
+    ] {
+        let count = run.rows.iter().filter(|r| r.status == status).count();
+        if count > 0 {
+            println!("{count} rows {what}");
+        }
     }
     if failed > 0 {
         eprintln!(
@@ -545,20 +582,47 @@ fn report_command(preset: &str, csv: &std::path::Path, out: Option<PathBuf>) -> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let text = match suite::report_from_rows(preset, &rows, &name) {
-        Ok(text) => text,
+    let report = match suite::report_from_rows(preset, &rows, &name) {
+        Ok(report) => report,
         Err(e) => {
             eprintln!("bench-client: {e}");
             return ExitCode::FAILURE;
         }
     };
     let out = out.unwrap_or_else(|| csv.with_file_name("latest.md"));
-    if let Err(e) = output::write_atomic(&out, text.as_bytes()) {
+    if let Err(e) = report.write_as(&out) {
         eprintln!("bench-client: cannot write {}: {e}", out.display());
         return ExitCode::FAILURE;
     }
-    println!("wrote {}", out.display());
+    println!(
+        "wrote {} and {} plots beside it",
+        out.display(),
+        report.plots.len()
+    );
     ExitCode::SUCCESS
+}
+
+fn html_command(results: Option<PathBuf>, out: Option<PathBuf>) -> ExitCode {
+    let places = suite::server::Locations::beside_executable();
+    let results = results.unwrap_or_else(|| {
+        places
+            .repo_root
+            .map_or_else(|| PathBuf::from("results"), |r| r.join("results"))
+    });
+    if !results.is_dir() {
+        return usage_error(&format!("{} is not a directory", results.display()));
+    }
+    let out = out.unwrap_or_else(|| results.join("report.html"));
+    match bench_client::html::write(&results, &out) {
+        Ok(path) => {
+            println!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `--cpus`, or the default placement on the cores this process may use.

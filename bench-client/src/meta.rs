@@ -60,6 +60,20 @@ pub fn steal_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Optio
     (total > 0).then(|| 100.0 * s1.saturating_sub(s0) as f64 / total as f64)
 }
 
+/// A field of /proc/meminfo, KiB (`MemAvailable`, `MemTotal`, ...).
+pub fn meminfo_kb(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Memory the machine can still give without swapping (`MemAvailable`), KiB.
+pub fn mem_available_kb() -> Option<u64> {
+    meminfo_kb("MemAvailable")
+}
+
 /// Steal above this share of the machine's CPU during a row flags it in reports.
 pub const HIGH_STEAL_PCT: f64 = 5.0;
 

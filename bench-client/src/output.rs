@@ -62,6 +62,10 @@ pub enum Status {
     /// Nothing to measure here: a peer that is not installed, a workload it cannot serve, a
     /// kernel feature the machine refuses.
     Unavailable,
+    /// The server could not hold the cell's level (scale preset): connections refused,
+    /// closed or timed out beyond the tolerance, its cap, descriptors, memory; the notes say
+    /// how far it got. A finding about the model, not a failure of the run.
+    Limit,
 }
 
 impl Status {
@@ -72,7 +76,10 @@ impl Status {
 
     /// True when the row has figures to report.
     pub fn measured(self) -> bool {
-        matches!(self, Status::Ok | Status::Errors | Status::Partial)
+        matches!(
+            self,
+            Status::Ok | Status::Errors | Status::Partial | Status::Limit
+        )
     }
 }
 
@@ -127,7 +134,7 @@ pub struct ResultRow {
     pub seed: Na<u64>,
     /// Core placement: `shared`, or `server=LIST,client=LIST`.
     pub cpus: String,
-    /// What became of the row: ok, errors, partial, failed, unavailable.
+    /// What became of the row: ok, errors, partial, failed, unavailable, limit.
     pub status: Status,
     // Client side
     /// Measured wall time in seconds.
@@ -217,6 +224,25 @@ pub struct ResultRow {
     /// The server answered a request after the measurement and exited cleanly on SIGTERM
     /// (suite only; NA for `load`).
     pub server_ok_after: Na<bool>,
+    // Scale preset (absent from older CSVs, which read as NA)
+    /// Idle keep-alive connections asked for beside the load (each sent one request, then
+    /// left idle), or NA.
+    #[serde(default)]
+    pub idle_conns: Na<u64>,
+    /// How many of them got their answer and were held open through the window, or NA.
+    #[serde(default)]
+    pub idle_held: Na<u64>,
+    /// Proportional set size summed over the server's process tree before the cell's
+    /// connections opened (after the warm-up), KiB, or NA.
+    #[serde(default)]
+    pub server_pss_base_kb: Na<u64>,
+    /// The same with the cell's connections open (idle cells: once they are idle), KiB, or NA.
+    #[serde(default)]
+    pub server_pss_kb: Na<u64>,
+    /// (`server_pss_kb` - `server_pss_base_kb`) over the connections open (idle held, else
+    /// the concurrency), in bytes per connection, or NA.
+    #[serde(default)]
+    pub mem_per_conn_b: Na<f64>,
     /// True when the run stopped early (the notes say why).
     pub partial: bool,
     /// Why a value is NA, why a run is partial, hints.
@@ -304,6 +330,11 @@ impl ResultRow {
             server_requests: Na(None),
             server_life_cpu_s: Na(None),
             server_ok_after: Na(None),
+            idle_conns: Na(None),
+            idle_held: Na(None),
+            server_pss_base_kb: Na(None),
+            server_pss_kb: Na(None),
+            mem_per_conn_b: Na(None),
             partial: false,
             notes: String::new(),
         }
@@ -577,7 +608,7 @@ mod tests {
              steal_pct,server_build,cost_source,server_cpu_s,server_cpu_user_s,server_cpu_sys_s,\
              server_ctx_switches,server_ctx_voluntary,server_ctx_involuntary,server_peak_rss_kb,\
              server_threads,server_processes,server_requests,server_life_cpu_s,server_ok_after,\
-             partial,notes"
+             idle_conns,idle_held,server_pss_base_kb,server_pss_kb,mem_per_conn_b,partial,notes"
         );
     }
 

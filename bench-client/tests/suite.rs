@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bench_client::output::{read_csv, ResultRow, Status};
+use support::{csv_in, script};
+
+mod support;
 
 const MODELS: [&str; 12] = [
     "iterative",
@@ -24,25 +27,12 @@ const MODELS: [&str; 12] = [
 ];
 
 fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_bench-client"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    for model in MODELS {
-        assert!(
-            dir.join(format!("server-{model}")).is_file(),
-            "server-{model} is not built in {}: run `cargo build --workspace` (make test does)",
-            dir.display()
-        );
-    }
-    dir
+    let servers: Vec<String> = MODELS.iter().map(|m| format!("server-{m}")).collect();
+    support::bin_dir(&servers.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("archbench-suite-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::temp_dir("archbench-suite", name)
 }
 
 fn run_suite(
@@ -73,13 +63,7 @@ fn run_suite_env(
         .args(extra)
         .output()
         .unwrap();
-    let csv = std::fs::read_dir(out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "csv"))
-        .expect("a CSV was written");
-    let rows = read_csv(&csv).expect("the CSV is well-formed");
+    let rows = read_csv(&csv_in(out)).expect("the CSV is well-formed");
     let markdown = std::fs::read_to_string(out.join("latest.md")).expect("latest.md was written");
     (output, rows, markdown)
 }
@@ -133,20 +117,25 @@ fn tiny_preset_measures_every_model_and_writes_csv_and_markdown() {
         .max();
     assert_eq!(forks, Some(33), "prefork: a parent and 32 workers");
     // The report is a function of the rows: written again from the CSV, it is the same.
-    let csv = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "csv"))
-        .unwrap();
-    let again = out.join("again.md");
+    let csv = csv_in(&out);
+    let again = out.join("again");
     let status = Command::new(env!("CARGO_BIN_EXE_bench-client"))
         .args(["report", "--preset", "tiny", csv.to_str().unwrap(), "--out"])
-        .arg(&again)
+        .arg(again.join("latest.md"))
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(std::fs::read_to_string(&again).unwrap(), markdown);
+    assert_eq!(
+        std::fs::read_to_string(again.join("latest.md")).unwrap(),
+        markdown
+    );
+    // So are its plots, byte for byte: a CPU bar chart per cell, embedded in the report.
+    for table in ["tiny-hello", "tiny-delay"] {
+        let plot = format!("cpu-{table}.svg");
+        assert!(markdown.contains(&format!("]({plot})")), "{plot} embedded");
+        let first = std::fs::read(out.join(&plot)).expect("the suite wrote the plot");
+        assert_eq!(first, std::fs::read(again.join(&plot)).unwrap(), "{plot}");
+    }
     assert!(markdown.contains("## hello, 20 requests, 2 at a time"));
     for model in MODELS {
         assert!(
@@ -265,14 +254,6 @@ fn run_one_clean(bins: &Path, out: &Path, server: &str, env: &[(&str, &str)]) ->
         String::from_utf8_lossy(&output.stderr)
     );
     rows
-}
-
-/// Writes an executable Python script named `name` into `dir`.
-fn script(dir: &Path, name: &str, body: &str) {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/usr/bin/env python3\n{body}")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[test]
@@ -398,16 +379,10 @@ fn unknown_preset_or_server_is_a_usage_error() {
         &["suite", "--preset", "tiny", "--cpus", "server=0,client=0"],
         &["suite", "--preset", "tiny", "--cpus", "everywhere"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_bench-client"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = support::usage_error(args);
         assert!(
             stderr.contains("known:") || stderr.contains("--cpus"),
             "{stderr}"
         );
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     }
 }

@@ -2,7 +2,10 @@
 // Reference server: the paper's Node.js row (4.3), under archbench's server contract.
 //
 //   node scripts/node/server.js [--addr 127.0.0.1:0] [--workload hello|delay:D|cpu:D] [--protocol raw|http] [--workers N]
+//                               [--max-conns N] [--idle-timeout D]
 //
+// --max-conns (default 1024) is `server.maxConnections` (per process); --idle-timeout (default
+// 30s) is the http server's `keepAliveTimeout`, as the archbench servers' flags.
 // One thread, Node's event loop (libuv over epoll). raw: on connect, do the workload, write
 // "HelloWorld\n", close (as the paper's `net` server). http: Node's http module, keep-alive,
 // the same body. delay uses setTimeout (millisecond timers); cpu spins on the loop, stalling
@@ -31,7 +34,10 @@ function parseDuration(text) {
   return Number(m[1]) * scale; // milliseconds
 }
 
-const opts = { addr: '127.0.0.1:0', workload: 'hello', protocol: 'http', workers: '1' };
+const opts = {
+  addr: '127.0.0.1:0', workload: 'hello', protocol: 'http', workers: '1',
+  'max-conns': '1024', 'idle-timeout': '30s',
+};
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const key = argv[i].replace(/^--/, '');
@@ -47,6 +53,9 @@ if (opts.workload !== 'hello') {
 if (!['raw', 'http'].includes(opts.protocol)) usage(`unknown protocol '${opts.protocol}'`);
 const workers = Number(opts.workers);
 if (!Number.isInteger(workers) || workers < 1) usage(`bad worker count '${opts.workers}'`);
+const maxConns = Number(opts['max-conns']);
+if (!Number.isInteger(maxConns) || maxConns < 1) usage(`bad connection cap '${opts['max-conns']}'`);
+const idleTimeoutMs = parseDuration(opts['idle-timeout']);
 if (workers > 1 && cluster.isPrimary) {
   primary();
 } else {
@@ -105,9 +114,9 @@ function serve() {
         res.end(BODY);
       });
     });
-    server.keepAliveTimeout = 30000;
+    server.keepAliveTimeout = idleTimeoutMs;
   }
-  server.maxConnections = 1024;
+  server.maxConnections = maxConns;
   server.listen({ host, port, backlog: 4096 }, () => {
     const a = server.address();
     const shown = a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;

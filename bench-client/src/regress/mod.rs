@@ -298,6 +298,7 @@ fn measure_unit(
         match server::start(
             &def.launch,
             &[],
+            server::ConnLimits::default(),
             Workload::Hello,
             Protocol::Http,
             &places,

@@ -13,9 +13,13 @@
 pub mod cost;
 pub mod hostile;
 pub mod placement;
+pub mod plots;
 pub mod report;
+pub mod scale;
+mod scale_report;
 pub mod server;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,7 +33,8 @@ use crate::output::{self, Na, ResultRow, Status};
 use crate::{stats, LoadSpec};
 use hostile::Adversary;
 use placement::Placement;
-use server::{Launch, Locations};
+use scale::Step;
+use server::{ConnLimits, Launch, Locations};
 
 /// One server of the comparison.
 #[derive(Debug, Clone)]
@@ -138,9 +143,9 @@ fn on_cores(mut def: ServerDef, server_cores: usize) -> Option<ServerDef> {
 #[derive(Debug, Clone)]
 pub struct CellSpec {
     /// Table id (`paper-1`, ...).
-    pub table: &'static str,
+    pub table: String,
     /// Heading for the report.
-    pub title: &'static str,
+    pub title: String,
     /// Server workload.
     pub workload: Workload,
     /// Protocol.
@@ -155,6 +160,13 @@ pub struct CellSpec {
     pub duration: Option<Duration>,
     /// What misbehaves beside the load.
     pub adversary: Adversary,
+    /// Open loop at this many requests per second (else closed loop).
+    pub rate: Option<f64>,
+    /// Spread the load's connections over this many loopback source addresses (0: one).
+    pub source_addrs: u8,
+    /// The cell's sweep and level in the scale preset ([`scale`]), which adds the idle
+    /// connections, the memory per connection and the level's limits.
+    pub scale: Option<Step>,
     /// Requests pipelined per batch on a kept-alive connection (1: none; see `load --pipeline`).
     pub pipeline: usize,
 }
@@ -175,19 +187,24 @@ pub struct Preset {
 /// The presets `bench-client suite --preset NAME` knows.
 pub fn presets() -> Vec<Preset> {
     let ms = Duration::from_millis;
-    let cell = |table, title, workload, protocol, keep_alive, requests, concurrency| CellSpec {
-        table,
-        title,
-        workload,
-        protocol,
-        keep_alive,
-        requests,
-        concurrency,
-        duration: None,
-        adversary: Adversary::None,
-        pipeline: 1,
+    let cell = |table: &str, title: &str, workload, protocol, keep_alive, requests, concurrency| {
+        CellSpec {
+            table: table.into(),
+            title: title.into(),
+            workload,
+            protocol,
+            keep_alive,
+            requests,
+            concurrency,
+            duration: None,
+            adversary: Adversary::None,
+            rate: None,
+            source_addrs: 0,
+            scale: None,
+            pipeline: 1,
+        }
     };
-    let hostile = |table, title, adversary| CellSpec {
+    let hostile = |table: &str, title: &str, adversary| CellSpec {
         duration: Some(Duration::from_secs(2)),
         adversary,
         ..cell(table, title, Workload::Hello, Protocol::Http, false, 0, 10)
@@ -308,6 +325,16 @@ pub fn presets() -> Vec<Preset> {
             reps: 5,
         },
         Preset {
+            name: "scale",
+            about: "where each model stops scaling: keep-alive (plain and 16 deep pipelined) \
+                    and per-request load at 1 to 10,000 connections, and 1,000 to 10,000 idle \
+                    connections beside a light load, with memory per connection (issue 13)",
+            // The pipelined sweep (16 requests at a time, as TechEmpower's plaintext test)
+            // is `scale::Sweep::Pipelined`, beside the keep-alive one.
+            cells: scale::default_cells(),
+            reps: 1,
+        },
+        Preset {
             name: "tiny",
             about: "a seconds-long smoke run of every server (used by the tests)",
             cells: vec![
@@ -356,6 +383,8 @@ pub struct SuiteOptions {
     pub placement: Placement,
     /// Seed of the repetition order and of the report's bootstrap.
     pub seed: u64,
+    /// Measure every duration cell for this long instead of the preset's duration.
+    pub duration: Option<Duration>,
 }
 
 /// What a suite run produced.
@@ -402,8 +431,20 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
         .collect();
     let mut rng = fastrand::Rng::with_seed(opts.seed);
     let mut rows = Vec::new();
+    if opts.preset.cells.iter().any(|c| c.scale.is_some()) {
+        log(&format!(
+            "descriptor limit: {} (hard; client and servers raise their soft limit to it)",
+            scale::fd_hard_limit()
+        ));
+    }
+    // Scale preset: a server that could not hold a level of a sweep is not run at its higher
+    // levels of that sweep (the level and why, by server and sweep).
+    let mut stopped: HashMap<(&str, scale::Sweep), (usize, String)> = HashMap::new();
     for cell in &opts.preset.cells {
         log(&format!("== {} ({} repetitions)", cell.title, opts.reps));
+        if let Some(why) = cell.scale.and_then(scale::preflight) {
+            log(&format!("warning: not run here: {why}"));
+        }
         let mut given_up: Vec<&str> = Vec::new();
         for rep in 1..=opts.reps {
             // A new random order every repetition: no server always runs first, or right
@@ -414,46 +455,45 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
                     continue;
                 }
                 let labels = Labels {
-                    table: cell.table.to_string(),
+                    table: cell.table.clone(),
                     server: def.name.to_string(),
                     model_class: def.model_class.to_string(),
                     workload: cell.workload.to_string(),
                     repetition: rep,
                     run_id: run_id.clone(),
                 };
-                let mut row = measure(def, cell, opts, &labels, &machine);
+                let earlier = cell.scale.and_then(|step| {
+                    let (level, why) = stopped.get(&(def.name, step.sweep))?;
+                    (step.level > *level).then(|| why.clone())
+                });
+                let mut row = match &earlier {
+                    Some(why) => unmeasured(
+                        cell,
+                        opts,
+                        &labels,
+                        &machine,
+                        Status::Limit,
+                        &format!("not run: {why}"),
+                    ),
+                    None => measure(def, cell, opts, &labels, &machine),
+                };
                 row.seed = Na(Some(opts.seed));
                 row.cpus = opts.placement.label();
                 row.server_build = builds[i].clone();
                 if !row.status.measured() && row.server_cpu_s.0.is_none() {
                     given_up.push(def.name);
                 }
+                if let (Some(step), Status::Limit, None) = (cell.scale, row.status, &earlier) {
+                    let first = row.notes.split("; ").next().unwrap_or_default();
+                    let why = first.strip_prefix(scale::NOT_HELD).unwrap_or(first);
+                    let why = format!("could not hold {} ({why})", scale::thousands(step.level));
+                    stopped.insert((def.name, step.sweep), (step.level, why));
+                }
                 log(&format!(
                     "{:<10} rep {rep}/{}: {}",
                     def.name,
                     opts.reps,
-                    if row.status.measured() {
-                        format!(
-                            "{:.3} s, {:.0} req/s, {} errors, {:.1} us server CPU/req{}{}",
-                            row.elapsed_s,
-                            row.rps,
-                            errors(&row),
-                            row.server_cpu_s.0.unwrap_or(f64::NAN) * 1e6
-                                / row.server_requests.0.unwrap_or(0).max(1) as f64,
-                            if row.client_bound {
-                                ", client-bound"
-                            } else {
-                                ""
-                            },
-                            if row.status == Status::Partial {
-                                " (partial)"
-                            } else {
-                                ""
-                            }
-                        )
-                    } else {
-                        format!("{:?}: {}", row.status, row.notes)
-                    }
+                    describe(&row)
                 ));
                 rows.push(row);
             }
@@ -468,18 +508,44 @@ pub fn run(opts: &SuiteOptions, mut log: impl FnMut(&str)) -> io::Result<SuiteRu
         &rows,
         &run_id,
     )?;
-    let markdown = opts.out_dir.join("latest.md");
     let csv_name = csv
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let text = report::markdown(opts, &machine, &rows, &csv_name);
-    output::write_atomic(&markdown, text.as_bytes())?;
+    let written = report::render(opts, &machine, &rows, &csv_name);
+    let markdown = written.write(&opts.out_dir)?;
     Ok(SuiteRun {
         rows,
         csv,
         markdown,
     })
+}
+
+/// A measured row in one line, for the log.
+fn describe(row: &ResultRow) -> String {
+    if !row.status.measured() || row.server_cpu_s.0.is_none() {
+        return format!("{:?}: {}", row.status, row.notes);
+    }
+    let mut line = format!(
+        "{:.3} s, {:.0} req/s, {} errors, {:.1} us server CPU/req",
+        row.elapsed_s,
+        row.rps,
+        errors(row),
+        row.server_cpu_s.0.unwrap_or(f64::NAN) * 1e6
+            / row.server_requests.0.unwrap_or(0).max(1) as f64,
+    );
+    if let Some(b) = row.mem_per_conn_b.0 {
+        line.push_str(&format!(", {b:.0} B/conn"));
+    }
+    if row.client_bound {
+        line.push_str(", client-bound");
+    }
+    match row.status {
+        Status::Partial => line.push_str(" (partial)"),
+        Status::Limit => line.push_str(&format!(" (limit: {})", row.notes)),
+        _ => {}
+    }
+    line
 }
 
 fn errors(row: &ResultRow) -> u64 {
@@ -491,18 +557,13 @@ fn errors(row: &ResultRow) -> u64 {
         + row.err_closed
 }
 
-/// Measures one server on one cell, once. A row that is neither measured nor has server
-/// costs (it could not start or failed the check) is not tried again in this cell.
-fn measure(
-    def: &ServerDef,
-    cell: &CellSpec,
-    opts: &SuiteOptions,
-    labels: &Labels,
-    machine: &Machine,
-) -> ResultRow {
+/// The load a cell sends (to a placeholder target until the server is up).
+fn load_spec(cell: &CellSpec, opts: &SuiteOptions) -> LoadSpec {
     let requests = cell.requests * opts.scale;
-    let duration = cell.duration.map(|d| d * opts.scale as u32);
-    let spec = LoadSpec {
+    let duration = cell
+        .duration
+        .map(|d| opts.duration.unwrap_or(d * opts.scale as u32));
+    LoadSpec {
         target: "127.0.0.1:1".parse().expect("placeholder target"),
         requests: if duration.is_some() {
             None
@@ -513,34 +574,68 @@ fn measure(
         concurrency: cell.concurrency,
         threads: 1,
         keep_alive: cell.keep_alive,
-        rate: None,
+        rate: cell.rate,
         raw: cell.protocol == Protocol::Raw,
         // In a duration cell, a request a starved server never answers counts as a timeout
         // (half the cell) instead of being abandoned unseen at the end.
         timeout: duration.map_or(Duration::from_secs(10), |d| d / 2),
         busy_poll: false,
         spin: DEFAULT_SPIN,
-        source_addrs: 0,
+        source_addrs: cell.source_addrs,
         pipeline: cell.pipeline,
+    }
+}
+
+/// The row of a server not measured in a cell, with its status and why.
+fn unmeasured(
+    cell: &CellSpec,
+    opts: &SuiteOptions,
+    labels: &Labels,
+    machine: &Machine,
+    status: Status,
+    reason: &str,
+) -> ResultRow {
+    let empty = LoadResult {
+        stats: crate::engine::ThreadStats::new(),
+        elapsed: Duration::ZERO,
+        client_cpu: Duration::ZERO,
+        partial: None,
+        timeline: Vec::new(),
     };
-    let not_measured = |status: Status, reason: String| {
-        let empty = LoadResult {
-            stats: crate::engine::ThreadStats::new(),
-            elapsed: Duration::ZERO,
-            client_cpu: Duration::ZERO,
-            partial: None,
-            timeline: Vec::new(),
-        };
-        let mut row = load::row(&spec, &empty, labels, machine);
-        row.status = status;
-        row.client_bound = false;
-        row.notes = format!("not measured: {reason}");
-        row
+    let mut row = load::row(&load_spec(cell, opts), &empty, labels, machine);
+    row.status = status;
+    row.client_bound = false;
+    row.notes = if reason.starts_with("not run") {
+        reason.to_string()
+    } else {
+        format!("not measured: {reason}")
     };
+    if let Some(step) = cell.scale.filter(|s| s.sweep == scale::Sweep::Idle) {
+        row.idle_conns = Na(Some(step.level as u64));
+    }
+    row
+}
+
+/// Measures one server on one cell, once. A row that is neither measured nor has server
+/// costs (it could not start or failed the check) is not tried again in this cell.
+fn measure(
+    def: &ServerDef,
+    cell: &CellSpec,
+    opts: &SuiteOptions,
+    labels: &Labels,
+    machine: &Machine,
+) -> ResultRow {
+    let spec = load_spec(cell, opts);
+    let not_measured =
+        |status: Status, reason: String| unmeasured(cell, opts, labels, machine, status, &reason);
+    if let Some(why) = cell.scale.and_then(scale::preflight) {
+        return not_measured(Status::Unavailable, why);
+    }
     let extra = &opts.server_args;
     let running = match server::start(
         &def.launch,
         extra,
+        cell.scale.map_or(ConnLimits::default(), Step::limits),
         cell.workload,
         cell.protocol,
         &opts.places,
@@ -550,6 +645,9 @@ fn measure(
         Err(e) if e.unavailable => return not_measured(Status::Unavailable, e.message),
         Err(e) => return not_measured(Status::Failed, e.message),
     };
+    let guard = cell
+        .scale
+        .map(|_| running.guard_memory(scale::memory_floor_kb()));
     let target = format!("{}", running.addr)
         .parse()
         .expect("socket address is a target");
@@ -560,6 +658,8 @@ fn measure(
         requests: Some(1),
         concurrency: 1,
         keep_alive: false,
+        rate: None,
+        source_addrs: 0,
         pipeline: 1,
         timeout: Duration::from_secs(5),
         ..spec.clone()
@@ -579,18 +679,44 @@ fn measure(
             ),
         );
     }
-    // Warm-up, not measured: a tenth of the requests (duration cells: ten per connection).
-    let warm_requests = if duration.is_some() {
-        10 * cell.concurrency as u64
-    } else {
-        requests / 10
-    };
-    let warm = LoadSpec {
-        requests: Some(warm_requests.max(cell.concurrency as u64)),
-        duration: None,
-        ..spec.clone()
+    // Warm-up, not measured: a tenth of the requests (duration cells: ten per connection;
+    // scale cells: a fifth of a second on at most ten connections, so that the warm-up does
+    // not open the level's connections before the baseline of memory is read).
+    let warm = match cell.scale {
+        Some(_) => LoadSpec {
+            requests: None,
+            duration: Some(Duration::from_millis(200)),
+            concurrency: spec.concurrency.min(scale::LIGHT_CONNS),
+            rate: None,
+            ..spec.clone()
+        },
+        None => LoadSpec {
+            requests: Some(
+                if spec.duration.is_some() {
+                    10 * cell.concurrency as u64
+                } else {
+                    spec.requests.unwrap_or(0) / 10
+                }
+                .max(cell.concurrency as u64),
+            ),
+            duration: None,
+            ..spec.clone()
+        },
     };
     let _ = load::run(&warm, EngineKind::Epoll, false);
+
+    // Scale cells: the tree's memory before the cell's connections open, then the idle
+    // connections (idle sweep), held until the end of the window.
+    let pss_base = cell.scale.and_then(|_| cost::pss_tree_kb(running.pid()));
+    let idle_step = cell.scale.filter(|s| s.sweep == scale::Sweep::Idle);
+    let held = idle_step.map(|step| {
+        let deadline = Duration::from_secs(10) + Duration::from_millis(step.level as u64);
+        let held = scale::hold_idle(running.addr, step.level, deadline, scale::IDLE_STALL);
+        // Let the server settle (a thread or process per connection goes to sleep).
+        std::thread::sleep(Duration::from_millis(300));
+        held.unwrap_or_default()
+    });
+    let pss_idle = held.as_ref().and_then(|_| cost::pss_tree_kb(running.pid()));
 
     // The measured window: from just before the first measured request to just after the
     // last answer. Nothing the server did before or after it is in the row's costs.
@@ -599,21 +725,47 @@ fn measure(
     let steal_before = meta::cpu_jiffies();
     let tree_before = cost::sample_tree(running.pid(), true);
     let counters_before = running.counters();
+    // The load's connections are all open in the middle of the window: their memory is
+    // read then (concurrency sweeps).
+    let pss_mid = cell
+        .scale
+        .filter(|s| s.sweep != scale::Sweep::Idle)
+        .and(spec.duration)
+        .map(|d| {
+            let pid = running.pid();
+            std::thread::spawn(move || {
+                std::thread::sleep(d.mul_f64(0.6));
+                cost::pss_tree_kb(pid)
+            })
+        });
     let result = load::run(&spec, EngineKind::Epoll, false);
     let counters_after = running.counters();
     let tree_after = cost::sample_tree(running.pid(), true);
     let steal_after = meta::cpu_jiffies();
     let peak = sampler.finish();
     let actions = attack.stop();
+    let pss_loaded = match pss_mid {
+        Some(reader) => reader.join().ok().flatten(),
+        None => pss_idle,
+    };
     let window = cost::window(
         &tree_before,
         &tree_after,
         counters_before.zip(counters_after),
         cost::ticks_per_second(),
     );
+    // The idle connections go before the check: a server that serves one connection at a
+    // time, or refuses past its descriptors, would not answer it beside them.
+    let idle_held = held.as_ref().map(|h| h.streams.len());
+    let idle_note = held
+        .as_ref()
+        .zip(idle_step)
+        .map(|(h, step)| h.describe(step.level));
+    drop(held);
     // Still standing? One more request must be answered after the load (and the attack).
     let answered_after =
         matches!(load::run(&check, EngineKind::Epoll, false), Ok(r) if r.stats.ok == 1);
+    let out_of_memory = guard.is_some_and(server::MemoryGuard::finish);
     let exit = running.stop();
     let result = match result {
         Ok(r) => r,
@@ -647,18 +799,25 @@ fn measure(
         row.status = Status::Failed;
         notes.push("did not answer a request after the measurement".into());
     }
-    if exit.died_early {
+    let died = if out_of_memory {
+        Some(format!(
+            "killed by the suite: the machine's available memory fell below {} MiB",
+            scale::memory_floor_kb() / 1024
+        ))
+    } else if exit.died_early {
+        Some(format!(
+            "server died during the measurement ({}){}",
+            exit.describe(),
+            stderr_note(&exit)
+        ))
+    } else {
+        None
+    };
+    if let Some(how) = died.as_ref().filter(|_| cell.scale.is_none()) {
         row.partial = true;
         row.status = Status::Partial;
-        notes.insert(
-            0,
-            format!(
-                "server died during the measurement ({}){}",
-                exit.describe(),
-                stderr_note(&exit)
-            ),
-        );
-    } else if !exit.clean() {
+        notes.insert(0, how.clone());
+    } else if !exit.clean() && !exit.died_early {
         row.status = Status::Failed;
         notes.push(format!(
             "unclean stop: {}{}{}",
@@ -670,6 +829,9 @@ fn measure(
             },
             stderr_note(&exit)
         ));
+    }
+    if exit.left_behind {
+        notes.push("processes of its group outlived it (killed)".into());
     }
     row.steal_pct = Na(meta::steal_pct(steal_before, steal_after));
     if row.steal_pct.0.is_some_and(|p| p > meta::HIGH_STEAL_PCT) {
@@ -691,6 +853,26 @@ fn measure(
     row.server_requests = Na(Some(result.stats.ok + adversary_requests));
     row.server_life_cpu_s = Na(Some(exit.life_cpu_s));
     row.server_ok_after = Na(Some(answered_after && exit.clean()));
+    if let Some(step) = cell.scale {
+        let conns = idle_held.unwrap_or(step.level) as u64;
+        row.idle_conns = Na(idle_step.map(|s| s.level as u64));
+        row.idle_held = Na(idle_held.map(|h| h as u64));
+        row.server_pss_base_kb = Na(pss_base);
+        row.server_pss_kb = Na(pss_loaded);
+        row.mem_per_conn_b = Na(pss_base
+            .zip(pss_loaded)
+            .and_then(|(base, loaded)| cost::mem_per_conn_b(base, loaded, conns)));
+        if let Some(note) = idle_note {
+            notes.insert(0, note);
+        }
+        // A level the server could not hold is a finding, not a failure of the run: the
+        // row says how far it got (first note), and its higher levels are not run.
+        if let Err(why) = scale::verdict(step, &row, idle_held, died.as_deref()) {
+            row.status = Status::Limit;
+            row.partial = false;
+            notes.insert(0, format!("{}{why}", scale::NOT_HELD));
+        }
+    }
     row.notes = notes.join("; ");
     row
 }
@@ -704,7 +886,8 @@ fn stderr_note(exit: &server::Exit) -> String {
 }
 
 /// The report of a finished run, written again from its rows (`bench-client report`): the
-/// options the run had are read back from the rows (seed, placement, repetitions, scale).
+/// options the run had are read back from the rows (seed, placement, repetitions, scale,
+/// the scale preset's levels).
 ///
 /// # Errors
 /// An unknown preset, or no rows.
@@ -712,9 +895,13 @@ pub fn report_from_rows(
     preset_name: &str,
     rows: &[ResultRow],
     csv_name: &str,
-) -> Result<String, String> {
-    let preset = preset(preset_name)?;
+) -> Result<report::Written, String> {
+    let mut preset = preset(preset_name)?;
     let first = rows.first().ok_or("the CSV has no rows")?;
+    if preset.name == "scale" {
+        // The levels the run had (`--levels`), not today's defaults.
+        preset.cells = scale::cells_of_rows(rows);
+    }
     let reps = rows.iter().map(|r| r.repetition).max().unwrap_or(1);
     let scale = preset
         .cells
@@ -735,6 +922,7 @@ pub fn report_from_rows(
         server_args: Vec::new(),
         placement: Placement::from_label(&first.cpus).unwrap_or(Placement::Shared),
         seed: first.seed.0.unwrap_or(0),
+        duration: None,
     };
     let machine = Machine {
         host: first.host.clone(),
@@ -743,7 +931,7 @@ pub fn report_from_rows(
         kernel: first.kernel.clone(),
         git_rev: first.git_rev.clone(),
     };
-    Ok(report::markdown(&opts, &machine, rows, csv_name))
+    Ok(report::render(&opts, &machine, rows, csv_name))
 }
 
 /// The preset called `name`.

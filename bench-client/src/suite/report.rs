@@ -1,14 +1,18 @@
-//! The Markdown report of a suite run; for the `paper` preset, beside the published figures.
+//! The Markdown report of a suite run, with its plots; for the `paper` preset, beside the
+//! published figures; for the `scale` preset, a table per sweep (`scale_report`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use fastrand::Rng;
 
 use super::placement::Placement;
-use super::{CellSpec, SuiteOptions};
+use super::plots::{self, Bar};
+use super::{scale_report, CellSpec, SuiteOptions};
 use crate::meta::{self, Machine};
-use crate::output::{ResultRow, Status};
+use crate::output::{self, ResultRow, Status};
 use crate::stats::{self, Estimate, Ranked};
 
 /// The paper's figures (bench-client/data/paper-tables.csv, source in data/README.md).
@@ -157,7 +161,7 @@ const RATIO_BASE: &str = "epoll";
 
 /// The cost columns of a row: CPU per request with its interval, the ratio to the epoll
 /// server's, context switches per request, memory of the tree, threads and processes.
-fn costs(sum: &Summary, base: Option<&Summary>, rng: &mut Rng) -> [String; 5] {
+fn costs(sum: &Summary, base: Option<&Summary>, rng: &mut Rng) -> ([String; 5], Option<Estimate>) {
     let cpu = sum.estimate(cpu_us, rng);
     let ratio = base.and_then(|b| {
         // Paired by repetition: repetition k of both rows ran at about the same moment.
@@ -181,13 +185,28 @@ fn costs(sum: &Summary, base: Option<&Summary>, rng: &mut Rng) -> [String; 5] {
         (Some(t), Some(p)) => format!("{t} / {p}"),
         _ => "NA".into(),
     };
-    [
-        e(cpu, 1),
-        e(ratio, 2),
-        f(sum.median(switches_per_request), 2),
-        f(rss, 1),
-        tp,
-    ]
+    (
+        [
+            e(cpu, 1),
+            e(ratio, 2),
+            f(sum.median(switches_per_request), 2),
+            f(rss, 1),
+            tp,
+        ],
+        cpu,
+    )
+}
+
+/// The bars of a cell's CPU plot: each server's CPU per request as its table gives it.
+type Bars = Vec<Bar>;
+
+fn push_bar(bars: &mut Bars, name: &str, cpu: Option<Estimate>) {
+    if let Some(estimate) = cpu {
+        bars.push(Bar {
+            name: name.to_string(),
+            estimate,
+        });
+    }
 }
 
 const COST_HEAD: &str = "server CPU µs/req [interval] | CPU/req vs epoll | ctx sw/req | peak MiB (tree) | threads / procs";
@@ -198,16 +217,17 @@ fn flags(sum: &Summary) -> String {
     if sum.client_bound() {
         out.push("‡ client-bound".into());
     }
-    let errors = sum
-        .measured
-        .iter()
-        .filter(|r| r.status == Status::Errors)
-        .count();
+    let with = |status| sum.measured.iter().filter(|r| r.status == status).count();
+    let errors = with(Status::Errors);
     if errors > 0 {
         out.push(format!("errors in {errors}/{}", sum.reps));
     }
     if sum.failures > 0 {
         out.push(format!("**failed {}/{}**", sum.failures, sum.reps));
+    }
+    let not_held = with(Status::Limit);
+    if not_held > 0 {
+        out.push(format!("✗ level not held in {not_held}/{}", sum.reps));
     }
     if sum.measured.is_empty() {
         let unavailable = sum.note.is_empty() || sum.failures == 0;
@@ -238,6 +258,51 @@ fn base_of(summaries: &[(String, String, Summary)]) -> Option<&Summary> {
         .map(|(_, _, s)| s)
 }
 
+/// A report: its Markdown and the plots it embeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    /// The text of `latest.md`.
+    pub markdown: String,
+    /// The plots, as (file name beside `latest.md`, SVG text).
+    pub plots: Vec<(String, String)>,
+}
+
+impl Written {
+    /// Writes the plots, then `latest.md`, into `dir`, each atomically; returns the path of
+    /// `latest.md`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write(&self, dir: &Path) -> io::Result<PathBuf> {
+        self.write_as(&dir.join("latest.md"))
+    }
+
+    /// As [`Written::write`], the Markdown to `markdown` and the plots beside it.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write_as(&self, markdown: &Path) -> io::Result<PathBuf> {
+        let dir = markdown.parent().unwrap_or(Path::new("."));
+        for (name, svg) in &self.plots {
+            output::write_atomic(&dir.join(name), svg.as_bytes())?;
+        }
+        output::write_atomic(markdown, self.markdown.as_bytes())?;
+        Ok(markdown.to_path_buf())
+    }
+}
+
+/// Embeds a plot in the report: an image line, and the plot to write beside it.
+pub(super) fn embed_plot(
+    s: &mut String,
+    plots: &mut Vec<(String, String)>,
+    file: String,
+    alt: &str,
+    svg: String,
+) {
+    let _ = writeln!(s, "\n![{}]({file})", alt.replace(['[', ']'], ""));
+    plots.push((file, svg));
+}
+
 /// The report for a finished run; `csv_name` is the file its rows went to.
 pub fn markdown(
     opts: &SuiteOptions,
@@ -245,7 +310,18 @@ pub fn markdown(
     rows: &[ResultRow],
     csv_name: &str,
 ) -> String {
+    render(opts, machine, rows, csv_name).markdown
+}
+
+/// The report for a finished run, with its plots; `csv_name` is the file its rows went to.
+pub fn render(
+    opts: &SuiteOptions,
+    machine: &Machine,
+    rows: &[ResultRow],
+    csv_name: &str,
+) -> Written {
     let mut rng = Rng::with_seed(opts.seed);
+    let mut plots = Vec::new();
     let mut s = String::new();
     let paper = opts.preset.name == "paper";
     let title = if paper {
@@ -287,6 +363,7 @@ pub fn markdown(
             format!("suite --preset {}", opts.preset.name)
         },
     );
+    let scale = opts.preset.cells.iter().any(|c| c.scale.is_some());
     let placement = match &opts.placement {
         Placement::Shared => "`shared`: client and servers share every core".to_string(),
         split => format!(
@@ -296,8 +373,8 @@ pub fn markdown(
     };
     let _ = writeln!(
         s,
-        "- **Method:** {} repetitions per cell, each in a new random order (seed {}), request \
-         counts x{}. Cores: {placement}. Server costs cover the measured window only, the whole \
+        "- **Method:** {} repetitions per cell, each in a new random order (seed {}), {}. \
+         Cores: {placement}. Server costs cover the measured window only, the whole \
          process tree (source: {}); see docs/method.md.\n\
          - **Reading the tables:** a figure is the median of the repetitions with its bootstrap \
          interval in brackets (95 % percentile bootstrap of the median; with 5 repetitions or \
@@ -309,7 +386,11 @@ pub fn markdown(
          overlap), and `<` or `>` starts a new tier.{}\n",
         opts.reps,
         opts.seed,
-        opts.scale,
+        if scale {
+            "each cell measured for a fixed window (the rows' `duration_s`)".to_string()
+        } else {
+            format!("request counts x{}", opts.scale)
+        },
         if sources.is_empty() {
             "none".to_string()
         } else {
@@ -339,14 +420,27 @@ pub fn markdown(
     if opts.preset.name == "hostile" {
         hostile_summary(&mut s, opts, rows);
     }
+    if scale {
+        scale_report::sweeps(&mut s, &mut plots, rows);
+        let _ = writeln!(s, "## Every cell\n");
+    }
+    let heading = if scale { "###" } else { "##" };
     for cell in &opts.preset.cells {
-        let summaries = summarize(rows, cell.table);
-        let _ = writeln!(s, "## {}\n", cell.title);
+        let summaries = summarize(rows, &cell.table);
+        if scale && summaries.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "{heading} {}\n", cell.title);
         let requests = cell.requests * opts.scale;
-        match cell.table {
-            "paper-1" if paper => paper_table_1(&mut s, &summaries, requests, &mut rng),
-            "paper-2" if paper => paper_table_2(&mut s, &summaries, cell, requests, &mut rng),
-            _ => generic_table(&mut s, &summaries, &mut rng),
+        let mut bars = Vec::new();
+        match cell.table.as_str() {
+            "paper-1" if paper => {
+                paper_table_1(&mut s, &summaries, requests, &mut rng, &mut bars);
+            }
+            "paper-2" if paper => {
+                paper_table_2(&mut s, &summaries, cell, requests, &mut rng, &mut bars);
+            }
+            _ => generic_table(&mut s, &summaries, &mut rng, &mut bars),
         }
         cost_ranking(&mut s, &summaries, &mut rng);
         let notes: Vec<String> = summaries
@@ -357,9 +451,20 @@ pub fn markdown(
         if !notes.is_empty() {
             let _ = writeln!(s, "\n{}", notes.join("\n"));
         }
+        if !bars.is_empty() {
+            let title = format!("Server CPU per request: {}", cell.title);
+            let svg = plots::cpu_bars(&title, &bars);
+            embed_plot(
+                &mut s,
+                &mut plots,
+                format!("cpu-{}.svg", cell.table),
+                &title,
+                svg,
+            );
+        }
         s.push('\n');
     }
-    s
+    Written { markdown: s, plots }
 }
 
 /// Every measured server ordered by CPU per request, cheapest first, ties marked.
@@ -383,7 +488,12 @@ fn cost_ranking(s: &mut String, summaries: &[(String, String, Summary)], rng: &m
     }
 }
 
-fn generic_table(s: &mut String, summaries: &[(String, String, Summary)], rng: &mut Rng) {
+fn generic_table(
+    s: &mut String,
+    summaries: &[(String, String, Summary)],
+    rng: &mut Rng,
+    bars: &mut Bars,
+) {
     let _ = writeln!(
         s,
         "| server | model | req/s [interval] | p50 ms | p99 ms | errors | {COST_HEAD} | client CPU % | flags |"
@@ -396,7 +506,8 @@ fn generic_table(s: &mut String, summaries: &[(String, String, Summary)], rng: &
     for (name, class, sum) in summaries {
         let rps = sum.estimate(|r| Some(r.rps), rng);
         let errors = sum.median(|r| Some(super::errors(r) as f64));
-        let c = costs(sum, base, rng);
+        let (c, cpu) = costs(sum, base, rng);
+        push_bar(bars, name, cpu);
         let bound = if sum.client_bound() { " ‡" } else { "" };
         let _ = writeln!(
             s,
@@ -429,12 +540,12 @@ fn hostile_summary(s: &mut String, opts: &SuiteOptions, rows: &[ResultRow]) {
     let heads: Vec<String> = cells.iter().skip(1).map(|c| c.adversary.label()).collect();
     let _ = writeln!(s, "| server | clean req/s | {} |", heads.join(" | "));
     let _ = writeln!(s, "|---|---:|{}", "---|".repeat(heads.len()));
-    let clean = summarize(rows, cells[0].table);
+    let clean = summarize(rows, &cells[0].table);
     for (name, _, sum) in &clean {
         let base = sum.median(|r| Some(r.rps));
         let mut line = format!("| {name} | {} |", f(base, 0));
         for cell in cells.iter().skip(1) {
-            let cell_rows = summarize(rows, cell.table);
+            let cell_rows = summarize(rows, &cell.table);
             let Some((_, _, other)) = cell_rows.iter().find(|(n, _, _)| n == name) else {
                 line.push_str(" NA |");
                 continue;
@@ -471,6 +582,7 @@ fn paper_table_1(
     summaries: &[(String, String, Summary)],
     requests: u64,
     rng: &mut Rng,
+    bars: &mut Bars,
 ) {
     let _ = writeln!(
         s,
@@ -489,7 +601,8 @@ fn paper_table_1(
             (Some(p), Some(r)) => format!("{:.1}", r.median / p.requests_per_s),
             _ => "-".into(),
         };
-        let c = costs(sum, base, rng);
+        let (c, cpu) = costs(sum, base, rng);
+        push_bar(bars, name, cpu);
         let bound = if sum.client_bound() { " ‡" } else { "" };
         let _ = writeln!(
             s,
@@ -526,9 +639,10 @@ fn paper_table_2(
     cell: &CellSpec,
     requests: u64,
     rng: &mut Rng,
+    bars: &mut Bars,
 ) {
     let serverkit::Workload::Delay(delay) = cell.workload else {
-        return generic_table(s, summaries, rng);
+        return generic_table(s, summaries, rng, bars);
     };
     let rounds = requests.div_ceil(cell.concurrency as u64) as f64;
     let ideal_concurrent = rounds * delay.as_secs_f64();
@@ -563,7 +677,8 @@ fn paper_table_2(
             Some(_) => "**no**",
             None => "NA",
         };
-        let c = costs(sum, base, rng);
+        let (c, cpu) = costs(sum, base, rng);
+        push_bar(bars, name, cpu);
         let _ = writeln!(
             s,
             "| {name} | {class} | {} | {} | {} | {} | {within} | {} | {} | {} | {} | {} | {} | {} |",

@@ -19,6 +19,8 @@ use crate::meta;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server may take to exit after SIGTERM before it is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the tree is sampled during a measurement (at most).
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(25);
 
 /// How a server is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,41 @@ impl Locations {
                     .filter(|d| d.join("scripts/node/server.js").is_file())
             });
         Locations { bin_dir, repo_root }
+    }
+}
+
+/// Connection limits a cell asks of every server (the scale preset: a cap above the level,
+/// and an idle timeout longer than the cell); `None` leaves the server's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Most connections at once (`--max-conns`; nginx: `worker_connections`; Node:
+    /// `server.maxConnections`).
+    pub max_conns: Option<usize>,
+    /// How long a kept-alive connection may idle (`--idle-timeout`; nginx:
+    /// `keepalive_timeout`; Node: `keepAliveTimeout`).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl ConnLimits {
+    /// The flags for an archbench server or the Node server, leaving out any the user's
+    /// `--server-args` already give (a flag given twice is a usage error).
+    fn flags(&self, given: &[String]) -> Vec<String> {
+        let mut flags = Vec::new();
+        let absent = |flag: &str| {
+            !given
+                .iter()
+                .any(|g| g == flag || g.starts_with(&format!("{flag}=")))
+        };
+        if let Some(n) = self.max_conns.filter(|_| absent("--max-conns")) {
+            flags.extend(["--max-conns".to_string(), n.to_string()]);
+        }
+        if let Some(d) = self.idle_timeout.filter(|_| absent("--idle-timeout")) {
+            flags.extend([
+                "--idle-timeout".to_string(),
+                format!("{}s", d.as_secs().max(1)),
+            ]);
+        }
+        flags
     }
 }
 
@@ -129,6 +166,8 @@ pub struct Exit {
     pub life_cpu_s: f64,
     /// Last lines it wrote on stderr.
     pub stderr_tail: String,
+    /// Processes of its group were still there after it exited, and were killed.
+    pub left_behind: bool,
 }
 
 impl Exit {
@@ -158,6 +197,7 @@ fn free_port() -> std::io::Result<u16> {
 pub fn start(
     launch: &Launch,
     extra_args: &[String],
+    limits: ConnLimits,
     workload: Workload,
     protocol: Protocol,
     places: &Locations,
@@ -193,7 +233,10 @@ pub fn start(
                 )));
             }
             let mut c = Command::new(path);
-            c.args(&contract_args).args(*args).args(extra_args);
+            c.args(&contract_args)
+                .args(*args)
+                .args(limits.flags(extra_args))
+                .args(extra_args);
             (c, None)
         }
         Launch::Node(workers) => {
@@ -209,15 +252,15 @@ pub fn start(
                 return Err(NotStarted::unavailable("node is not installed"));
             }
             let mut c = Command::new("node");
-            c.arg(script).args(&contract_args);
+            c.arg(script).args(&contract_args).args(limits.flags(&[]));
             if *workers > 1 {
                 c.args(["--workers", &workers.to_string()]);
             }
             (c, None)
         }
         Launch::Nginx(workers) => {
-            let (c, dir, addr) =
-                nginx_command(workload, protocol, *workers).map_err(NotStarted::unavailable)?;
+            let (c, dir, addr) = nginx_command(workload, protocol, *workers, limits)
+                .map_err(NotStarted::unavailable)?;
             (c, Some((dir, addr)))
         }
     };
@@ -234,10 +277,14 @@ pub fn start(
     };
     let child_end = handover.as_ref().map(Handover::child_fd);
     let server_set = placement.server_set();
+    // Its own process group: the whole tree can be killed at once if it will not stop (a
+    // fork server's 10,000 children), and a ^C at the terminal reaches the suite, which stops
+    // the server, not the server directly.
     // SAFETY: the hook only makes async-signal-safe system calls (sched_setaffinity,
     // perf_event_open, sendmsg, close) on values prepared before the fork.
     unsafe {
         use std::os::unix::process::CommandExt;
+        command.process_group(0);
         command.pre_exec(move || {
             if let Some(set) = &server_set {
                 nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
@@ -315,6 +362,7 @@ fn nginx_command(
     workload: Workload,
     protocol: Protocol,
     workers: usize,
+    limits: ConnLimits,
 ) -> Result<(Command, PathBuf, SocketAddr), String> {
     let nginx = which("nginx").ok_or("nginx is not installed (apt-get install nginx-light)")?;
     let port = free_port().map_err(|e| e.to_string())?;
@@ -323,10 +371,15 @@ fn nginx_command(
     let d = dir.display();
     // Several workers: a listener each (SO_REUSEPORT), as server-reuseport.
     let reuseport = if workers > 1 { " reuseport" } else { "" };
+    // worker_connections counts every descriptor a worker holds (the listener too).
+    let worker_connections = limits.max_conns.map_or(16384, |n| (n + 64).max(16384));
     let common = format!(
         "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 16384; }}\n"
+         events {{ worker_connections {worker_connections}; }}\n"
     );
+    let keepalive = limits.idle_timeout.map_or(String::new(), |t| {
+        format!(" keepalive_timeout {}s;", t.as_secs().max(1))
+    });
     let conf = match (protocol, workload) {
         (Protocol::Raw, Workload::Hello) => {
             let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
@@ -339,7 +392,7 @@ fn nginx_command(
             )
         }
         (Protocol::Http, Workload::Hello) => format!(
-            "{common}http {{ access_log off; keepalive_requests 100000000; client_body_temp_path {d}; \
+            "{common}http {{ access_log off; keepalive_requests 100000000;{keepalive} client_body_temp_path {d}; \
              proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
              server {{ listen 127.0.0.1:{port} backlog=4096{reuseport}; default_type text/plain; \
              location / {{ return 200 \"HelloWorld\\n\"; }} }} }}\n"
@@ -397,6 +450,7 @@ impl Running {
         let handle = std::thread::spawn(move || {
             let mut peak = Peak::default();
             loop {
+                let began = Instant::now();
                 let s = cost::sample_tree(pid, false);
                 peak.threads = peak.threads.max(s.threads);
                 peak.processes = peak.processes.max(s.processes);
@@ -404,7 +458,9 @@ impl Running {
                 if flag.load(Ordering::Relaxed) {
                     return peak;
                 }
-                std::thread::sleep(Duration::from_millis(25));
+                // Every 25 ms, or less often when a look takes long (10,000 threads or
+                // processes): the sampler stays under a fifth of the client's core.
+                std::thread::sleep(SAMPLE_EVERY.max(began.elapsed() * 4));
             }
         });
         Sampler { stop, handle }
@@ -452,7 +508,9 @@ impl Running {
     }
 
     /// Stops the server (SIGTERM; nginx: SIGQUIT, its graceful stop), waits for it, and reads
-    /// its resource use. A server that is already gone is reported as having died early.
+    /// its resource use. A server that is already gone is reported as having died early; one
+    /// that does not stop within [`STOP_TIMEOUT`] is killed with its whole process group, and
+    /// so is anything of its group left behind after it exited.
     pub fn stop(self) -> Exit {
         let pid = self.child.id() as libc::pid_t;
         let mut exit = Exit::default();
@@ -469,11 +527,12 @@ impl Running {
             }
             if reaped.is_none() {
                 exit.killed = true;
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                kill_group(pid);
                 reaped = wait4(pid, 0);
             }
         }
+        // The group outlives its leader while any member lives, so its id is not reused.
+        exit.left_behind = kill_group(pid) && !exit.killed;
         if let Some((status, usage)) = reaped {
             if libc::WIFEXITED(status) {
                 exit.code = Some(libc::WEXITSTATUS(status));
@@ -492,6 +551,58 @@ impl Running {
         }
         exit
     }
+
+    /// Watches the machine's available memory until the returned guard is finished; should
+    /// it fall below `floor_kb`, kills the server's whole process group, so that a model that
+    /// spends memory per connection (a process or a thread each) cannot take the machine down.
+    pub fn guard_memory(&self, floor_kb: u64) -> MemoryGuard {
+        let group = self.pid() as libc::pid_t;
+        let stop = Arc::new(AtomicBool::new(false));
+        let tripped = Arc::new(AtomicBool::new(false));
+        let (flag, killed) = (Arc::clone(&stop), Arc::clone(&tripped));
+        let handle = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                if meta::mem_available_kb().is_some_and(|kb| kb < floor_kb) {
+                    kill_group(group);
+                    killed.store(true, Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        MemoryGuard {
+            stop,
+            tripped,
+            handle,
+        }
+    }
+}
+
+/// A running [`Running::guard_memory`].
+pub struct MemoryGuard {
+    stop: Arc<AtomicBool>,
+    tripped: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl MemoryGuard {
+    /// True once the guard has killed the server.
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::SeqCst)
+    }
+
+    /// Stops watching; true when the guard killed the server.
+    pub fn finish(self) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
+        self.tripped.load(Ordering::SeqCst)
+    }
+}
+
+/// SIGKILL to every process of the group led by `leader`; true when there was one.
+fn kill_group(leader: libc::pid_t) -> bool {
+    // SAFETY: kill(2) with a negative pid signals the group the server was started in.
+    unsafe { libc::kill(-leader, libc::SIGKILL) == 0 }
 }
 
 /// Reaps `pid` with `wait4`, returning its status and resource use (its own, plus that of the

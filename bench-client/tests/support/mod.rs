@@ -202,3 +202,59 @@ fn linger(mut stream: TcpStream) {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// The directory of the bench-client under test, where `cargo build --workspace` puts the
+/// server binaries too; panics naming any of `servers` (`server-epoll`, ...) missing there.
+pub fn bin_dir(servers: &[&str]) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_bench-client"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for server in servers {
+        assert!(
+            dir.join(server).is_file(),
+            "{server} is not built in {}: run `cargo build --workspace` (make test does)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A new, empty directory for one test.
+pub fn temp_dir(prefix: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The CSV a suite run wrote into `dir`.
+pub fn csv_in(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "csv"))
+        .expect("a CSV was written")
+}
+
+/// Writes an executable Python script named `name` into `dir`.
+pub fn script(dir: &std::path::Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/usr/bin/env python3\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs bench-client with `args`, which must be a usage error: exit code 2 and one line on
+/// stderr, returned.
+pub fn usage_error(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench-client"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
