@@ -585,8 +585,8 @@ pub fn regressions(comparisons: &[Comparison]) -> Vec<(String, String, Metric)> 
         .collect()
 }
 
-/// The machine's noise floor: per unit and metric, how far an A/A comparison's interval
-/// reached from 1 (the farthest over the calibration's rounds). Cached per machine
+/// The machine's noise floor: per unit and metric, how far an A/A comparison's estimate lay
+/// from 1 (the farthest over the calibration's rounds). Cached per machine
 /// fingerprint: the same machine, cores and gate settings measure the same noise.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct NoiseFloor {

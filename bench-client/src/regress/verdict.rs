@@ -79,10 +79,12 @@ pub fn ratio_estimate(ratios: &[f64], rng: &mut fastrand::Rng) -> Option<Estimat
     })
 }
 
-/// How far an A/A interval reaches from 1, as a fraction (0.03: 3 %), in either direction.
+/// How far an A/A comparison's estimate lies from 1, as a fraction (0.03: 3 %), in either
+/// direction: what identical builds show as a difference on this machine. (Its interval is not
+/// added: the gate's own interval already carries the noise within a run; the floor is the
+/// difference that identical builds still show.)
 pub fn reach(estimate: &Estimate) -> f64 {
-    let out = estimate.low.ln().abs().max(estimate.high.ln().abs());
-    out.exp() - 1.0
+    estimate.median.ln().abs().exp() - 1.0
 }
 
 /// What one comparison says.
@@ -201,12 +203,14 @@ mod tests {
 
     #[test]
     fn reach_is_symmetric_in_log_space() {
-        let est = Estimate {
-            median: 1.0,
-            low: 1.0 / 1.04,
-            high: 1.02,
+        let est = |median| Estimate {
+            median,
+            low: 0.5,
+            high: 2.0,
         };
-        assert!((reach(&est) - 0.04).abs() < 1e-9);
+        assert!((reach(&est(1.0 / 1.04)) - 0.04).abs() < 1e-9);
+        assert!((reach(&est(1.04)) - 0.04).abs() < 1e-9);
+        assert_eq!(reach(&est(1.0)), 0.0);
     }
 
     #[test]

@@ -34,12 +34,22 @@ impl Workload {
     }
 }
 
+/// Below this, a spin is timed by the monotonic clock (vDSO: no syscall) instead of the
+/// thread's CPU clock (a syscall per read, about a microsecond here): a spin of a few
+/// microseconds is rarely preempted, and two thread-clock reads would cost more than the spin.
+pub const WALL_SPIN_BELOW: Duration = Duration::from_micros(20);
+
 /// Burns `amount` of CPU time on the calling thread.
 ///
 /// Counted in the thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time: on a busy
 /// machine where client and server share cores, a wall-clock spin would burn less CPU than it
-/// claims, and the `cpu` rows would measure the scheduler instead of the model.
+/// claims, and the `cpu` rows would measure the scheduler instead of the model. Spins shorter
+/// than [`WALL_SPIN_BELOW`] are timed by the monotonic clock, so that `cpu:500ns` costs about
+/// 500 ns and not the two syscalls that would time it.
 pub fn burn_cpu(amount: Duration) {
+    if amount < WALL_SPIN_BELOW {
+        return spin_wall(amount);
+    }
     let Some(start) = thread_cpu_time() else {
         return spin_wall(amount);
     };
