@@ -27,6 +27,8 @@ fi
 root=$PWD
 src=target/regress/base-src
 mkdir -p target/regress
+# No report from an earlier run may stand beside this run's exit code.
+rm -rf target/regress/report
 git worktree remove --force "$src" >/dev/null 2>&1 || rm -rf "$src"
 git worktree prune
 if ! git worktree add --detach --quiet "$src" "$rev"; then

@@ -69,6 +69,7 @@ def wrapper_dir(name, spin):
 
 def gate(kind, index, candidate, servers, cells, cache, seed, extra):
     out = os.path.join(WORK, "out")
+    shutil.rmtree(out, ignore_errors=True)  # never read an earlier run's report
     cmd = [CLIENT, "compare", "--baseline", REL, "--candidate", candidate,
            "--noise-cache", cache, "--out", out, "--seed", str(seed)] + extra
     if servers:
@@ -103,7 +104,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--aa", type=int, default=50, help="A/A gate runs")
     ap.add_argument("--aa-servers", default="epoll,threads")
-    ap.add_argument("--slow", type=int, default=20, help="gate runs per slowdown")
+    ap.add_argument("--slow", type=int, default=20, help="gate runs per 10 %% slowdown")
+    ap.add_argument("--slow5", type=int, default=20, help="gate runs per 5 %% slowdown")
     ap.add_argument("--slowdowns", default=",".join(DEFAULT_SLOWDOWNS),
                     help="NAME=SERVER:CELL:SPIN:PCT,... (SPIN a workload such as cpu:700ns)")
     ap.add_argument("--full", type=int, default=3, help="runs of the default gate (every model)")
@@ -140,7 +142,7 @@ def main():
         record(gate("aa", i, REL, args.aa_servers, None, cache, seed, [])[0])
     for name, server, cell, spin, pct in slowdowns:
         d = wrapper_dir(name, spin)
-        for i in range(1, args.slow + 1):
+        for i in range(1, (args.slow if pct >= 10 else args.slow5) + 1):
             seed += 1
             row, _ = gate(f"slow:{name}", i, d, server, cell, cache, seed, [])
             record(row)
@@ -192,10 +194,11 @@ def summarise(rows, slowdowns, args, total):
         f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {cpu}, {os.cpu_count()} cores, "
         f"git {rev}{'+dirty' if dirty else ''}, release build, one gate run after another "
         f"({total / 60:.0f} minutes in all). Command: `scripts/regress_evidence.py --aa {args.aa} "
-        f"--slow {args.slow} --full {args.full}`. Every run: the gate's defaults (4 ABBA pairs of "
-        "300 ms segments per server and cell, minimum effect 5 %, gated on server CPU per "
-        "request, confirmation round), the noise floor calibrated once by the first run "
-        "(2 A/A rounds; `noise-floor.json`) and read from the cache after. Rows: `runs.csv`.",
+        f"--slow {args.slow} --slow5 {args.slow5} --full {args.full}`. Every run: the gate's "
+        "defaults (4 ABBA pairs of 300 ms segments per server and cell, minimum effect 5 %, "
+        "gated on server CPU per request, confirmation round), the noise floor calibrated once "
+        "by the first run (2 A/A rounds; `noise-floor.json`) and read from the cache after. "
+        "Rows: `runs.csv`.",
         "",
         "| runs | servers, cells | change | exit 1 (regression) | exit 0 | exit 2 | suspected in round 1 | measured effect (median ratio) | wall time per run |",
         "|---|---|---|---:|---:|---:|---:|---|---:|",

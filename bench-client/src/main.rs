@@ -265,8 +265,9 @@ struct CompareArgs {
     #[arg(long, value_delimiter = ',')]
     cells: Option<Vec<String>>,
 
-    /// ABBA pairs per server and cell (each pair gives one ratio).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=100))]
+    /// ABBA pairs per server and cell (each pair gives one ratio): an even number, 4 or more,
+    /// so that AB and BA come equally often.
+    #[arg(long, default_value_t = 4, value_parser = parse_pairs)]
     pairs: u32,
 
     /// Load per segment.
@@ -308,6 +309,15 @@ struct CompareArgs {
     /// Where report.md, report.json and segments.csv go.
     #[arg(long, default_value = "target/regress/report")]
     out: PathBuf,
+}
+
+fn parse_pairs(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if (4..=100).contains(&n) && n % 2 == 0 => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not an even number of pairs from 4 to 100"
+        )),
+    }
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
@@ -692,6 +702,12 @@ fn compare_command(args: CompareArgs) -> ExitCode {
             rounds: args.calibration_rounds,
         },
     };
+    // Ctrl-C ends the segment under way early: the run stops with exit 2, its servers resumed
+    // and stopped, and what was measured written.
+    if let Err(e) = load::catch_sigint() {
+        eprintln!("bench-client: {e}");
+        return ExitCode::from(2);
+    }
     let mut segments = Vec::new();
     let outcome = regress::run(&opts, &mut segments, &mut |line| eprintln!("{line}"));
     print!("{}", report::markdown(&outcome));

@@ -41,9 +41,9 @@ fn wrapped(name: &str, body: &str) -> PathBuf {
     dir
 }
 
-/// Tiny settings: epoll kept alive, 3 pairs of 150 ms segments, one A/A round.
+/// Tiny settings: epoll kept alive, 4 pairs of 120 ms segments, one A/A round.
 fn compare(baseline: &Path, candidate: &Path, work: &Path, extra: &[&str]) -> Output {
-    compare_with(baseline, candidate, work, "3", "150ms", extra)
+    compare_with(baseline, candidate, work, "4", "120ms", extra)
 }
 
 fn compare_with(
@@ -123,10 +123,10 @@ fn identical_builds_pass_and_the_noise_floor_is_cached() {
     let cpu = cpu_of(&json);
     assert!(cpu["baseline"].as_f64().unwrap() > 0.0);
     assert!(cpu["low"].as_f64().unwrap() <= cpu["high"].as_f64().unwrap());
-    // 3 pairs of 2 segments in the calibration and in round 1.
+    // 4 pairs of 2 segments in the calibration and in round 1.
     let p = phases(&work);
-    assert_eq!(p.iter().filter(|s| *s == "calibration-1").count(), 6);
-    assert_eq!(p.iter().filter(|s| *s == "round-1").count(), 6);
+    assert_eq!(p.iter().filter(|s| *s == "calibration-1").count(), 8);
+    assert_eq!(p.iter().filter(|s| *s == "round-1").count(), 8);
     let markdown = std::fs::read_to_string(work.join("out/report.md")).unwrap();
     assert!(markdown.contains("**PASS"), "{markdown}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("**PASS"));
@@ -200,7 +200,13 @@ fn a_server_that_dies_mid_cell_gives_exit_2_not_a_verdict() {
     // Killed (SIGKILL) 0.4 s after it starts, in the middle of its segments.
     let dying = wrapped("dying-bins", "(sleep 0.4; kill -KILL $$) &");
     let out = compare_with(&bin_dir(), &dying, &work, "8", "100ms", &[]);
-    assert_could_not_measure(&out, &work, "candidate");
+    assert_could_not_measure(&out, &work, "(candidate, keep-alive)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("died") || stderr.contains("errors"),
+        "a death mid-cell, not a failed start: {stderr}"
+    );
+    assert!(!stderr.contains("did not start") && !stderr.contains("failed the check"));
 }
 
 #[test]
@@ -211,6 +217,7 @@ fn bad_flags_are_usage_errors() {
         &["--min-effect", "150"],
         &["--gate", "latency"],
         &["--pairs", "1"],
+        &["--pairs", "5"],
     ] {
         let out = Command::new(bench_client())
             .args(["compare", "--baseline", ".", "--candidate", "."])

@@ -506,13 +506,16 @@ pub fn unit_key(server: &str, cell: &str, metric: Metric) -> String {
 }
 
 /// Compares every unit and metric in `segments`, judged at the floor and minimum effect.
+///
+/// # Errors
+/// A unit with a pair that gives no ratio (a segment with no CPU counted): no verdict.
 pub fn compare_segments(
     segments: &[Segment],
     floor: &NoiseFloor,
     min_effect: f64,
     gate: &[Metric],
     rng: &mut fastrand::Rng,
-) -> Vec<Comparison> {
+) -> Result<Vec<Comparison>, CouldNotMeasure> {
     let mut units: Vec<(String, String)> = Vec::new();
     for s in segments {
         let u = (s.server.clone(), s.cell.clone());
@@ -527,6 +530,9 @@ pub fn compare_segments(
             .filter(|s| s.server == server && s.cell == cell)
             .collect();
         let client_bound = unit.iter().any(|s| s.client_bound);
+        let side_bound = |side: &str| unit.iter().any(|s| s.side == side && s.client_bound);
+        // req/s says nothing about the servers only where both sides ran at the client's limit.
+        let rps_blind = side_bound("baseline") && side_bound("candidate");
         for metric in Metric::ALL {
             let side_values = |side: &str| -> Vec<f64> {
                 unit.iter()
@@ -544,13 +550,23 @@ pub fn compare_segments(
                 m
             });
             let ratios: Vec<f64> = pairs.values().map(|(a, b)| b / a).collect();
-            let Some(est) = verdict::ratio_estimate(&ratios, rng) else {
-                continue;
-            };
+            // Every pair must give a ratio: a unit left unjudged must not pass the gate.
+            let est = ratios
+                .iter()
+                .all(|r| r.is_finite() && *r > 0.0)
+                .then(|| verdict::ratio_estimate(&ratios, rng))
+                .flatten()
+                .ok_or_else(|| {
+                    CouldNotMeasure(format!(
+                        "{server} ({cell}): a segment gave no {} figure (no CPU counted, or a side \
+                         missing from a pair): no verdict",
+                        metric.label()
+                    ))
+                })?;
             let key = unit_key(&server, &cell, metric);
             let floor_value = floor.floors.get(&key).copied();
             let threshold = verdict::threshold(min_effect, floor_value);
-            let judged = !(metric == Metric::Rps && client_bound);
+            let judged = !(metric == Metric::Rps && rps_blind);
             let gated = gate.contains(&metric) && judged;
             out.push(Comparison {
                 server: server.clone(),
@@ -573,7 +589,7 @@ pub fn compare_segments(
             });
         }
     }
-    out
+    Ok(out)
 }
 
 /// The gated regressions among `comparisons`: (server, cell, metric).
@@ -656,18 +672,26 @@ impl NoiseFloor {
 }
 
 /// What the noise floor depends on, in words: the CPU, the cores the gate may use and how they
-/// are split, the kernel, and the gate's own settings (pairs, segment, warm-up). Not the host
-/// name: CI runners of one kind share a floor.
+/// are split, the kernel, the gate's own settings (pairs, segment, warm-up, calibration
+/// rounds), whether costs are forced to /proc, and the version of the floor's definition. Not
+/// the host name: CI runners of one kind share a floor.
 pub fn machine_description(machine: &Machine, opts: &GateOptions) -> String {
     format!(
-        "cpu={}; cores={}; kernel={}; placement={}; pairs={}; segment={}ms; warmup={}ms",
+        "cpu={}; cores={}; kernel={}; placement={}; pairs={}; segment={}ms; warmup={}ms; \
+         rounds={}; costs={}; floor=estimate-v2",
         machine.cpu_model,
         placement::allowed_cores().len(),
         machine.kernel,
         opts.placement.label(),
         opts.pairs,
         opts.segment.as_millis(),
-        opts.warmup.as_millis()
+        opts.warmup.as_millis(),
+        opts.noise.rounds,
+        if std::env::var_os("ARCHBENCH_NO_PERF").is_some() {
+            "proc"
+        } else {
+            "perf-or-proc"
+        }
     )
 }
 
@@ -830,14 +854,9 @@ fn gate(
                 &mut rng,
                 log,
             )?;
-            floor.absorb(&compare_segments(
-                &aa,
-                &NoiseFloor::default(),
-                0.0,
-                &[],
-                &mut rng,
-            ));
+            let compared = compare_segments(&aa, &NoiseFloor::default(), 0.0, &[], &mut rng);
             segments.extend(aa);
+            floor.absorb(&compared?);
         }
         floor.measured = meta::now_iso8601();
         floor.rounds = opts.noise.rounds;
@@ -858,8 +877,9 @@ fn gate(
         &mut rng,
         log,
     )?;
-    outcome.round = compare_segments(&first, &floor, opts.min_effect, &opts.gate, &mut rng);
+    let compared = compare_segments(&first, &floor, opts.min_effect, &opts.gate, &mut rng);
     segments.extend(first);
+    outcome.round = compared?;
     let suspected = regressions(&outcome.round);
     let mut found_again = Vec::new();
     if !suspected.is_empty() {
@@ -886,9 +906,9 @@ fn gate(
             &mut rng,
             log,
         )?;
-        outcome.confirmation =
-            compare_segments(&second, &floor, opts.min_effect, &opts.gate, &mut rng);
+        let compared = compare_segments(&second, &floor, opts.min_effect, &opts.gate, &mut rng);
         segments.extend(second);
+        outcome.confirmation = compared?;
         found_again = regressions(&outcome.confirmation);
     }
     let key = |(s, c, m): &(String, String, Metric)| unit_key(s, c, *m);
@@ -905,4 +925,111 @@ fn gate(
         ("regression".into(), 1)
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(side: &str, pair: u32, cpu: f64, client_bound: bool) -> Segment {
+        Segment {
+            phase: "round-1".into(),
+            server: "epoll".into(),
+            cell: "keep-alive".into(),
+            side: side.into(),
+            pair,
+            slot: pair,
+            requests: 1000,
+            errors: 0,
+            elapsed_s: 0.3,
+            rps: 1000.0 / 0.3,
+            p99_ms: 1.0,
+            server_cpu_s: cpu * 1e-3,
+            cpu_us_per_req: cpu,
+            client_bound,
+            cost_source: "perf".into(),
+        }
+    }
+
+    fn pairs(cpu: &[(f64, f64)], bound: (bool, bool)) -> Vec<Segment> {
+        cpu.iter()
+            .zip(1..)
+            .flat_map(|(&(a, b), k)| {
+                [
+                    segment("baseline", k, a, bound.0),
+                    segment("candidate", k, b, bound.1),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pair_without_a_figure_is_no_verdict_not_a_pass() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let segs = pairs(
+            &[(7.0, 7.1), (7.0, 0.0), (7.1, 7.0), (7.0, 7.0)],
+            (false, false),
+        );
+        let err = compare_segments(
+            &segs,
+            &NoiseFloor::default(),
+            0.05,
+            &[Metric::Cpu],
+            &mut rng,
+        )
+        .unwrap_err();
+        assert!(err.0.contains("epoll (keep-alive)"), "{err}");
+    }
+
+    #[test]
+    fn the_floor_raises_the_threshold_and_only_gated_metrics_fail() {
+        let mut rng = fastrand::Rng::with_seed(2);
+        let segs = pairs(
+            &[(7.0, 7.7), (7.1, 7.8), (7.0, 7.75), (7.05, 7.7)],
+            (false, false),
+        );
+        let mut floor = NoiseFloor::default();
+        let cpu = |c: &[Comparison]| c.iter().find(|c| c.metric == Metric::Cpu).cloned().unwrap();
+        let judged = compare_segments(&segs, &floor, 0.05, &[Metric::Cpu], &mut rng).unwrap();
+        assert_eq!(cpu(&judged).change, Change::Regression);
+        assert_eq!(regressions(&judged).len(), 1);
+        floor
+            .floors
+            .insert(unit_key("epoll", "keep-alive", Metric::Cpu), 0.15);
+        let judged = compare_segments(&segs, &floor, 0.05, &[Metric::Cpu], &mut rng).unwrap();
+        assert_eq!(cpu(&judged).change, Change::Unchanged);
+        assert_eq!(cpu(&judged).threshold, 0.15);
+        // Not gated: reported, never a regression of the gate.
+        let judged = compare_segments(&segs, &NoiseFloor::default(), 0.05, &[], &mut rng).unwrap();
+        assert!(regressions(&judged).is_empty());
+    }
+
+    #[test]
+    fn req_per_s_is_judged_unless_both_sides_were_client_bound() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut rps = |bound| {
+            let c = compare_segments(
+                &pairs(&[(7.0, 7.0); 4], bound),
+                &NoiseFloor::default(),
+                0.05,
+                &[Metric::Rps],
+                &mut rng,
+            )
+            .unwrap();
+            c.into_iter()
+                .find(|c| c.metric == Metric::Rps)
+                .unwrap()
+                .change
+        };
+        assert_eq!(rps((true, true)), Change::NotJudged);
+        assert_eq!(rps((true, false)), Change::Unchanged);
+        assert_eq!(rps((false, false)), Change::Unchanged);
+    }
+
+    #[test]
+    fn the_fingerprint_is_stable_and_tells_settings_apart() {
+        assert_eq!(fingerprint("a"), fingerprint("a"));
+        assert_ne!(fingerprint("pairs=4"), fingerprint("pairs=8"));
+        assert_eq!(fingerprint("a").len(), 16);
+    }
 }

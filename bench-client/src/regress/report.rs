@@ -109,7 +109,7 @@ pub fn markdown(o: &Outcome) -> String {
          - machine: {}\n\
          - method: per server and cell, {} ABBA pairs of {} ms segments (each side's server on the \
            same cores, the idle side stopped); ratio = geometric mean of the pairs' \
-           candidate/baseline, 95% bootstrap interval over pairs (seed {})\n\
+           candidate/baseline, percentile-bootstrap interval over pairs (nominal 95%; seed {})\n\
          - a regression: the whole interval beyond the threshold = max(minimum effect {:.1}%, the \
            unit's noise floor), in a gated metric ({}), found again by a confirmation round on fresh \
            servers\n\
