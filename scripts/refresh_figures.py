@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Refresh the figures quoted in the docs after a result was rerun.
 
-    scripts/refresh_figures.py OLD_REV [FILES...]   (default: README.md, docs/**/*.md)
+    scripts/refresh_figures.py [--only=results/a.md,...] OLD_REV [FILES...]
+                                    (default: README.md, docs/**/*.md)
 
 For every `<!-- figures: results/PATH -->` block whose numbers no longer occur in PATH, each
 such number is looked up in PATH as it was at OLD_REV (git show OLD_REV:PATH): where it sat
@@ -65,8 +66,12 @@ def value_at(text, place):
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    rev = sys.argv[1]
-    files = sys.argv[2:] or ["README.md"] + glob.glob("docs/**/*.md", recursive=True)
+    args = sys.argv[1:]
+    only = None
+    if args and args[0].startswith("--only="):
+        only = set(args.pop(0)[len("--only="):].split(","))
+    rev = args[0]
+    files = args[1:] or ["README.md"] + glob.glob("docs/**/*.md", recursive=True)
     unplaced = []
     changed_blocks = []
     for path in files:
@@ -80,6 +85,8 @@ def main():
             if end < 0:
                 continue
             cited = m.group(1)
+            if only is not None and cited not in only:
+                continue
             body = doc[m.end():end]
             try:
                 new = open(cited).read()
