@@ -22,9 +22,8 @@ OPEN = re.compile(r"<!-- figures: (\S+) -->")
 CLOSE = "<!-- /figures -->"
 
 
-def places(text):
-    """number -> list of (table index, row key, cell index, number index within the cell)."""
-    out = {}
+def rows(text):
+    """Every Markdown table row: (table index, its cells)."""
     table = -1
     in_table = False
     for line in text.splitlines():
@@ -32,34 +31,29 @@ def places(text):
             if not in_table:
                 table += 1
                 in_table = True
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            key = cells[0] if cells else ""
-            for ci, cell in enumerate(cells):
-                for ni, m in enumerate(NUM.findall(cell)):
-                    out.setdefault(m, []).append((table, key, ci, ni))
+            yield table, [c.strip() for c in line.strip().strip("|").split("|")]
         else:
             in_table = False
+
+
+def places(text):
+    """number -> list of (table index, row key, cell index, number index within the cell)."""
+    out = {}
+    for table, cells in rows(text):
+        key = cells[0] if cells else ""
+        for ci, cell in enumerate(cells):
+            for ni, m in enumerate(NUM.findall(cell)):
+                out.setdefault(m, []).append((table, key, ci, ni))
     return out
 
 
 def value_at(text, place):
     table, key, ci, ni = place
-    t = -1
-    in_table = False
-    for line in text.splitlines():
-        if line.startswith("|"):
-            if not in_table:
-                t += 1
-                in_table = True
-            if t != table:
-                continue
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if cells and cells[0] == key and ci < len(cells):
-                nums = NUM.findall(cells[ci])
-                if ni < len(nums):
-                    return nums[ni]
-        else:
-            in_table = False
+    for t, cells in rows(text):
+        if t == table and cells and cells[0] == key and ci < len(cells):
+            nums = NUM.findall(cells[ci])
+            if ni < len(nums):
+                return nums[ni]
     return None
 
 
