@@ -204,9 +204,10 @@ fn tiny(command: &str, bin: &Path, tmp: &Path) -> Option<String> {
     if command.starts_with("cargo build") {
         return None;
     }
+    // `/tmp/` first: the binaries' directory may itself lie under /tmp (a clone there).
     let command = command
-        .replace("target/release", &bin.display().to_string())
-        .replace("/tmp/", &format!("{}/", tmp.display()));
+        .replace("/tmp/", &format!("{}/", tmp.display()))
+        .replace("target/release", &bin.display().to_string());
     let mut tokens: Vec<String> = command.split(' ').map(str::to_string).collect();
     let longer = |text: &str, than: &str| {
         serverkit::cli::parse_duration(text)
@@ -760,6 +761,12 @@ fn the_tiny_scale_shrinks_counts_and_durations_and_keeps_the_rest() {
     ] {
         assert_eq!(tiny(command, bin, tmp).as_deref(), Some(as_run));
     }
+    // A repository cloned under /tmp: its binaries' directory is not moved with /tmp/.
+    let under_tmp = Path::new("/tmp/clone/target/debug");
+    assert_eq!(
+        tiny("target/release/server-epoll > /tmp/x", under_tmp, tmp).as_deref(),
+        Some("/tmp/clone/target/debug/server-epoll > /t/x")
+    );
 }
 
 #[test]
