@@ -38,13 +38,15 @@ CLIENT = os.path.join(REL, "bench-client")
 WORK = os.path.join(ROOT, "target", "regress", "evidence")
 
 # name -> (server, cell, spin, the share of that cell's CPU per request it is meant to add)
-# Sized on this machine from 8-pair gate runs (epoll: about 7.3 µs per request kept alive,
-# 30 µs with a connection per request; the cpu workload's own step costs a few hundred ns).
+# Sized on this machine from gate runs of each spin (epoll: 6-10 µs per request kept alive,
+# 33-45 µs with a connection per request, as the host's load moves it; the cpu workload's own
+# step costs about 100 ns). A fixed spin is a larger share when the machine is quick, so the
+# effect each run measured is reported beside it.
 DEFAULT_SLOWDOWNS = [
-    "epoll-ka-10=epoll:keep-alive:cpu:350ns:10",
-    "epoll-ka-5=epoll:keep-alive:cpu:1ns:5",
-    "epoll-pr-10=epoll:per-request:cpu:3us:10",
-    "epoll-pr-5=epoll:per-request:cpu:1500ns:5",
+    "epoll-ka-10=epoll:keep-alive:cpu:900ns:10",
+    "epoll-ka-5=epoll:keep-alive:cpu:300ns:5",
+    "epoll-pr-10=epoll:per-request:cpu:3300ns:10",
+    "epoll-pr-5=epoll:per-request:cpu:1600ns:5",
 ]
 
 
@@ -88,8 +90,13 @@ def gate(kind, index, candidate, servers, cells, cache, seed, extra):
         "calibrated_now": report["calibrated_now"],
         "suspected": len(report["unconfirmed"]) + len(report["confirmed"]),
         "confirmed": ";".join(report["confirmed"]),
+        "pairs": report["pairs"], "segment_ms": report["segment_ms"],
         "error": report.get("error") or "",
         "units": len(cpu),
+        # Units whose interval reached past the threshold without a regression verdict.
+        "unresolved": ";".join(
+            f"{c['server']}/{c['cell']}" for c in cpu
+            if c["change"] == "unchanged" and c["high"] > 1 + c["threshold"]),
         # Per unit: candidate/baseline [low-high] @ threshold.
         "cpu_ratios": ";".join(
             f"{c['server']}/{c['cell']}={c['ratio']:.4f}[{c['low']:.4f}-{c['high']:.4f}]@{c['threshold']:.4f}"
@@ -195,10 +202,11 @@ def summarise(rows, slowdowns, args, total):
         f"git {rev}{'+dirty' if dirty else ''}, release build, one gate run after another "
         f"({total / 60:.0f} minutes in all). Command: `scripts/regress_evidence.py --aa {args.aa} "
         f"--slow {args.slow} --slow5 {args.slow5} --full {args.full}`. Every run: the gate's "
-        "defaults (4 ABBA pairs of 300 ms segments per server and cell, minimum effect 5 %, "
-        "gated on server CPU per request, confirmation round), the noise floor calibrated once "
-        "by the first run (2 A/A rounds; `noise-floor.json`) and read from the cache after. "
-        "Rows: `runs.csv`.",
+        f"defaults ({rows[0]['pairs']} ABBA pairs of {rows[0]['segment_ms']} ms segments per "
+        "server and cell, the median pair ratio with the sign test's 95 % interval, minimum "
+        "effect 5 %, gated on server CPU per request, confirmation round on fresh servers), the "
+        "noise floor calibrated once by the first run (2 A/A rounds; `noise-floor.json`) and "
+        "read from the cache after. Rows: `runs.csv`.",
         "",
         "| runs | servers, cells | change | exit 1 (regression) | exit 0 | exit 2 | suspected in round 1 | measured effect (median ratio) | wall time per run |",
         "|---|---|---|---:|---:|---:|---:|---|---:|",
@@ -225,6 +233,11 @@ def summarise(rows, slowdowns, args, total):
         line(f"slow:{name}", f"{server}, {cell}", f"`{spin}` per request (meant: +{pct:g} %)",
              f"{server}/{cell}")
     line("full-aa", "every model, both cells (the default gate)", "none (A/A)")
+    full = [r for r in rows if r["kind"] == "full-aa"]
+    if full:
+        lines += ["", "Units the default gate left unresolved (the interval reached past the threshold, "
+                  "so it could not rule a regression out): "
+                  + "; ".join(f"run {r['run']}: {r['unresolved'] or 'none'}" for r in full) + "."]
     calib = [r for r in rows if r["kind"] == "calibration"]
     if calib:
         lines += ["", f"The calibration run (A/A, measuring the floor) took {calib[0]['wall_s']:.0f} s."]

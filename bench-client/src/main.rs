@@ -265,13 +265,13 @@ struct CompareArgs {
     #[arg(long, value_delimiter = ',')]
     cells: Option<Vec<String>>,
 
-    /// ABBA pairs per server and cell (each pair gives one ratio): an even number, 4 or more,
-    /// so that AB and BA come equally often.
-    #[arg(long, default_value_t = 4, value_parser = parse_pairs)]
+    /// ABBA pairs per server and cell (each pair gives one ratio): an even number, so that AB
+    /// and BA come equally often, from 6 (the fewest with a 95 % interval) to 200.
+    #[arg(long, default_value_t = 32, value_parser = parse_pairs)]
     pairs: u32,
 
-    /// Load per segment.
-    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    /// Load per segment: short, so that both halves of a pair see the same machine.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     segment: Duration,
 
     /// Unmeasured load per side before its first segment.
@@ -302,7 +302,7 @@ struct CompareArgs {
     #[arg(long)]
     cpus: Option<String>,
 
-    /// Seed of the orders and the bootstrap (default: from the clock; the report records it).
+    /// Seed of the orders (default: from the clock; the report records it).
     #[arg(long)]
     seed: Option<u64>,
 
@@ -313,9 +313,9 @@ struct CompareArgs {
 
 fn parse_pairs(text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
-        Ok(n) if (4..=100).contains(&n) && n % 2 == 0 => Ok(n),
+        Ok(n) if (6..=200).contains(&n) && n % 2 == 0 => Ok(n),
         _ => Err(format!(
-            "'{text}' is not an even number of pairs from 4 to 100"
+            "'{text}' is not an even number of pairs from 6 to 200"
         )),
     }
 }

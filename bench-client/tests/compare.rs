@@ -41,9 +41,9 @@ fn wrapped(name: &str, body: &str) -> PathBuf {
     dir
 }
 
-/// Tiny settings: epoll kept alive, 4 pairs of 120 ms segments, one A/A round.
+/// Tiny settings: epoll kept alive, 6 pairs of 80 ms segments, one A/A round.
 fn compare(baseline: &Path, candidate: &Path, work: &Path, extra: &[&str]) -> Output {
-    compare_with(baseline, candidate, work, "4", "120ms", extra)
+    compare_with(baseline, candidate, work, "6", "80ms", extra)
 }
 
 fn compare_with(
@@ -123,10 +123,10 @@ fn identical_builds_pass_and_the_noise_floor_is_cached() {
     let cpu = cpu_of(&json);
     assert!(cpu["baseline"].as_f64().unwrap() > 0.0);
     assert!(cpu["low"].as_f64().unwrap() <= cpu["high"].as_f64().unwrap());
-    // 4 pairs of 2 segments in the calibration and in round 1.
+    // 6 pairs of 2 segments in the calibration and in round 1.
     let p = phases(&work);
-    assert_eq!(p.iter().filter(|s| *s == "calibration-1").count(), 8);
-    assert_eq!(p.iter().filter(|s| *s == "round-1").count(), 8);
+    assert_eq!(p.iter().filter(|s| *s == "calibration-1").count(), 12);
+    assert_eq!(p.iter().filter(|s| *s == "round-1").count(), 12);
     let markdown = std::fs::read_to_string(work.join("out/report.md")).unwrap();
     assert!(markdown.contains("**PASS"), "{markdown}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("**PASS"));
@@ -218,6 +218,7 @@ fn bad_flags_are_usage_errors() {
         &["--gate", "latency"],
         &["--pairs", "1"],
         &["--pairs", "5"],
+        &["--pairs", "4"],
     ] {
         let out = Command::new(bench_client())
             .args(["compare", "--baseline", ".", "--candidate", "."])

@@ -110,7 +110,7 @@ pub struct GateOptions {
     pub gate: Vec<Metric>,
     /// Cores.
     pub placement: Placement,
-    /// Seed of the orders and the bootstrap.
+    /// Seed of the orders (units, and which side opens each unit).
     pub seed: u64,
     /// The noise floor.
     pub noise: NoiseOptions,
@@ -149,7 +149,14 @@ pub struct Segment {
     pub client_bound: bool,
     /// `perf` or `proc`.
     pub cost_source: String,
+    /// Earlier tries of this segment that stalled (no answer and no error in the whole
+    /// segment: the machine stood still) and were measured again.
+    #[serde(default)]
+    pub stalls: u32,
 }
+
+/// Tries of one segment before a unit with no answer at all is called broken.
+pub const SEGMENT_TRIES: u32 = 3;
 
 impl Segment {
     fn value(&self, metric: Metric) -> f64 {
@@ -413,40 +420,58 @@ fn drive(
         for i in order {
             let (side, r) = (sides[i], &mut running[i]);
             slot += 1;
-            r.resume();
-            let pid = r.pid();
-            let tree_before = cost::sample_tree(pid, true);
-            let counters_before = r.counters();
-            let res = load::run(&spec_for(r, opts.segment), EngineKind::Epoll, false);
-            let counters_after = r.counters();
-            let tree_after = cost::sample_tree(pid, true);
-            r.pause();
-            if r.exited() {
-                return Err(CouldNotMeasure(format!(
-                    "{} died during the measurement",
-                    what(side)
-                )));
-            }
-            let res =
-                res.map_err(|e| CouldNotMeasure(format!("{}: load failed: {e}", what(side))))?;
+            let mut stalls = 0;
+            let (res, tree_before, tree_after, counters) = loop {
+                r.resume();
+                let pid = r.pid();
+                let tree_before = cost::sample_tree(pid, true);
+                let counters_before = r.counters();
+                let res = load::run(&spec_for(r, opts.segment), EngineKind::Epoll, false);
+                let counters_after = r.counters();
+                let tree_after = cost::sample_tree(pid, true);
+                r.pause();
+                if r.exited() {
+                    return Err(CouldNotMeasure(format!(
+                        "{} died during the measurement",
+                        what(side)
+                    )));
+                }
+                let res =
+                    res.map_err(|e| CouldNotMeasure(format!("{}: load failed: {e}", what(side))))?;
+                let stalled =
+                    res.stats.ok == 0 && res.stats.errors.total() == 0 && res.partial.is_none();
+                if stalled && stalls + 1 < SEGMENT_TRIES {
+                    // Not one answer and not one error in the whole segment: the machine (not
+                    // the server) stood still, as a shared host's does now and then. The
+                    // segment is measured again, right away, so the pair stays adjacent.
+                    stalls += 1;
+                    continue;
+                }
+                break (
+                    res,
+                    tree_before,
+                    tree_after,
+                    counters_before.zip(counters_after),
+                );
+            };
             let errors = res.stats.errors.total();
             if errors > 0 || res.partial.is_some() || res.stats.ok == 0 {
                 return Err(CouldNotMeasure(format!(
-                    "{} answered {} requests with {errors} errors{}: no verdict on a broken run",
+                    "{} answered {} requests with {errors} errors{}{}: no verdict on a broken run",
                     what(side),
                     res.stats.ok,
                     res.partial
                         .as_ref()
                         .map(|p| format!(" (stopped early: {p})"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if stalls > 0 {
+                        format!(" in each of {} tries of a segment", stalls + 1)
+                    } else {
+                        String::new()
+                    }
                 )));
             }
-            let window = cost::window(
-                &tree_before,
-                &tree_after,
-                counters_before.zip(counters_after),
-                ticks,
-            );
+            let window = cost::window(&tree_before, &tree_after, counters, ticks);
             segments.push(Segment {
                 phase: phase.to_string(),
                 server: def.name.to_string(),
@@ -463,6 +488,7 @@ fn drive(
                 cpu_us_per_req: window.cpu_s * 1e6 / res.stats.ok as f64,
                 client_bound: load::is_client_bound(res.client_cpu_pct(1), 1, load::client_cores()),
                 cost_source: window.source.to_string(),
+                stalls,
             });
         }
     }
@@ -482,7 +508,7 @@ pub struct Comparison {
     pub baseline: f64,
     /// Median of the candidate's segments.
     pub candidate: f64,
-    /// Candidate / baseline: geometric mean of the pairs' ratios.
+    /// Candidate / baseline: the median of the pairs' ratios.
     pub ratio: f64,
     /// Lower end of its 95 % interval.
     pub low: f64,
@@ -500,6 +526,21 @@ pub struct Comparison {
     pub gated: bool,
 }
 
+impl Comparison {
+    /// Whether the interval rules a regression of the threshold in or out: false for an
+    /// unchanged verdict whose interval still reaches past the threshold on the worse side
+    /// (the unit was too noisy for the gate to tell).
+    pub fn resolved(&self) -> bool {
+        let limit = 1.0 + self.threshold;
+        let worst = if self.metric.higher_is_worse() {
+            self.high
+        } else {
+            1.0 / self.low
+        };
+        self.change != Change::Unchanged || worst <= limit
+    }
+}
+
 /// Key of a unit's metric in the noise floor and in confirmation.
 pub fn unit_key(server: &str, cell: &str, metric: Metric) -> String {
     format!("{server}/{cell}/{}", metric.key())
@@ -514,7 +555,6 @@ pub fn compare_segments(
     floor: &NoiseFloor,
     min_effect: f64,
     gate: &[Metric],
-    rng: &mut fastrand::Rng,
 ) -> Result<Vec<Comparison>, CouldNotMeasure> {
     let mut units: Vec<(String, String)> = Vec::new();
     for s in segments {
@@ -551,18 +591,14 @@ pub fn compare_segments(
             });
             let ratios: Vec<f64> = pairs.values().map(|(a, b)| b / a).collect();
             // Every pair must give a ratio: a unit left unjudged must not pass the gate.
-            let est = ratios
-                .iter()
-                .all(|r| r.is_finite() && *r > 0.0)
-                .then(|| verdict::ratio_estimate(&ratios, rng))
-                .flatten()
-                .ok_or_else(|| {
-                    CouldNotMeasure(format!(
-                        "{server} ({cell}): a segment gave no {} figure (no CPU counted, or a side \
-                         missing from a pair): no verdict",
-                        metric.label()
-                    ))
-                })?;
+            let est = verdict::ratio_estimate(&ratios).ok_or_else(|| {
+                CouldNotMeasure(format!(
+                    "{server} ({cell}): a segment gave no {} figure (no CPU counted, or a side \
+                     missing from a pair), or fewer than {} pairs: no verdict",
+                    metric.label(),
+                    verdict::MIN_PAIRS
+                ))
+            })?;
             let key = unit_key(&server, &cell, metric);
             let floor_value = floor.floors.get(&key).copied();
             let threshold = verdict::threshold(min_effect, floor_value);
@@ -678,7 +714,7 @@ impl NoiseFloor {
 pub fn machine_description(machine: &Machine, opts: &GateOptions) -> String {
     format!(
         "cpu={}; cores={}; kernel={}; placement={}; pairs={}; segment={}ms; warmup={}ms; \
-         rounds={}; costs={}; floor=estimate-v2",
+         rounds={}; costs={}; floor=median-v3",
         machine.cpu_model,
         placement::allowed_cores().len(),
         machine.kernel,
@@ -843,6 +879,8 @@ fn gate(
             opts.noise.rounds,
             noise_path.display()
         ));
+        // Said now, so that a run that fails inside the calibration does not claim a cached floor.
+        outcome.calibrated_now = true;
         for k in 1..=opts.noise.rounds {
             let phase = format!("calibration-{k}");
             let aa = measure_round(
@@ -854,7 +892,7 @@ fn gate(
                 &mut rng,
                 log,
             )?;
-            let compared = compare_segments(&aa, &NoiseFloor::default(), 0.0, &[], &mut rng);
+            let compared = compare_segments(&aa, &NoiseFloor::default(), 0.0, &[]);
             segments.extend(aa);
             floor.absorb(&compared?);
         }
@@ -863,7 +901,6 @@ fn gate(
         floor
             .save(noise_path)
             .map_err(|e| CouldNotMeasure(format!("cannot write {}: {e}", noise_path.display())))?;
-        outcome.calibrated_now = true;
         outcome.calibration_s = t.elapsed().as_secs_f64();
     }
 
@@ -877,7 +914,7 @@ fn gate(
         &mut rng,
         log,
     )?;
-    let compared = compare_segments(&first, &floor, opts.min_effect, &opts.gate, &mut rng);
+    let compared = compare_segments(&first, &floor, opts.min_effect, &opts.gate);
     segments.extend(first);
     outcome.round = compared?;
     let suspected = regressions(&outcome.round);
@@ -906,7 +943,7 @@ fn gate(
             &mut rng,
             log,
         )?;
-        let compared = compare_segments(&second, &floor, opts.min_effect, &opts.gate, &mut rng);
+        let compared = compare_segments(&second, &floor, opts.min_effect, &opts.gate);
         segments.extend(second);
         outcome.confirmation = compared?;
         found_again = regressions(&outcome.confirmation);
@@ -948,6 +985,7 @@ mod tests {
             cpu_us_per_req: cpu,
             client_bound,
             cost_source: "perf".into(),
+            stalls: 0,
         }
     }
 
@@ -965,55 +1003,64 @@ mod tests {
 
     #[test]
     fn a_pair_without_a_figure_is_no_verdict_not_a_pass() {
-        let mut rng = fastrand::Rng::with_seed(1);
         let segs = pairs(
-            &[(7.0, 7.1), (7.0, 0.0), (7.1, 7.0), (7.0, 7.0)],
+            &[
+                (7.0, 7.1),
+                (7.0, 0.0),
+                (7.1, 7.0),
+                (7.0, 7.0),
+                (7.0, 7.1),
+                (7.1, 7.0),
+            ],
             (false, false),
         );
-        let err = compare_segments(
-            &segs,
-            &NoiseFloor::default(),
-            0.05,
-            &[Metric::Cpu],
-            &mut rng,
-        )
-        .unwrap_err();
+        let err =
+            compare_segments(&segs, &NoiseFloor::default(), 0.05, &[Metric::Cpu]).unwrap_err();
         assert!(err.0.contains("epoll (keep-alive)"), "{err}");
+        // Too few pairs for an interval: no verdict either.
+        let five = pairs(&[(7.0, 7.1); 5], (false, false));
+        let err =
+            compare_segments(&five, &NoiseFloor::default(), 0.05, &[Metric::Cpu]).unwrap_err();
+        assert!(err.0.contains("fewer than 6 pairs"), "{err}");
     }
 
     #[test]
     fn the_floor_raises_the_threshold_and_only_gated_metrics_fail() {
-        let mut rng = fastrand::Rng::with_seed(2);
         let segs = pairs(
-            &[(7.0, 7.7), (7.1, 7.8), (7.0, 7.75), (7.05, 7.7)],
+            &[
+                (7.0, 7.7),
+                (7.1, 7.8),
+                (7.0, 7.75),
+                (7.05, 7.7),
+                (7.0, 7.72),
+                (7.02, 7.71),
+            ],
             (false, false),
         );
         let mut floor = NoiseFloor::default();
         let cpu = |c: &[Comparison]| c.iter().find(|c| c.metric == Metric::Cpu).cloned().unwrap();
-        let judged = compare_segments(&segs, &floor, 0.05, &[Metric::Cpu], &mut rng).unwrap();
+        let judged = compare_segments(&segs, &floor, 0.05, &[Metric::Cpu]).unwrap();
         assert_eq!(cpu(&judged).change, Change::Regression);
         assert_eq!(regressions(&judged).len(), 1);
         floor
             .floors
             .insert(unit_key("epoll", "keep-alive", Metric::Cpu), 0.15);
-        let judged = compare_segments(&segs, &floor, 0.05, &[Metric::Cpu], &mut rng).unwrap();
+        let judged = compare_segments(&segs, &floor, 0.05, &[Metric::Cpu]).unwrap();
         assert_eq!(cpu(&judged).change, Change::Unchanged);
         assert_eq!(cpu(&judged).threshold, 0.15);
         // Not gated: reported, never a regression of the gate.
-        let judged = compare_segments(&segs, &NoiseFloor::default(), 0.05, &[], &mut rng).unwrap();
+        let judged = compare_segments(&segs, &NoiseFloor::default(), 0.05, &[]).unwrap();
         assert!(regressions(&judged).is_empty());
     }
 
     #[test]
     fn req_per_s_is_judged_unless_both_sides_were_client_bound() {
-        let mut rng = fastrand::Rng::with_seed(3);
-        let mut rps = |bound| {
+        let rps = |bound| {
             let c = compare_segments(
-                &pairs(&[(7.0, 7.0); 4], bound),
+                &pairs(&[(7.0, 7.0); 6], bound),
                 &NoiseFloor::default(),
                 0.05,
                 &[Metric::Rps],
-                &mut rng,
             )
             .unwrap();
             c.into_iter()

@@ -48,6 +48,7 @@ fn change_text(c: &Comparison) -> &'static str {
         (Change::Regression, true) => "**regression**",
         (Change::Regression, false) => "worse (not gated)",
         (Change::Improvement, _) => "improvement",
+        (Change::Unchanged, _) if !c.resolved() => "unresolved (too noisy)",
         (Change::Unchanged, _) => "unchanged",
         (Change::NotJudged, _) => "not judged (client-bound)",
     }
@@ -108,8 +109,8 @@ pub fn markdown(o: &Outcome) -> String {
         "- baseline: `{}`; candidate: `{}`\n\
          - machine: {}\n\
          - method: per server and cell, {} ABBA pairs of {} ms segments (each side's server on the \
-           same cores, the idle side stopped); ratio = geometric mean of the pairs' \
-           candidate/baseline, percentile-bootstrap interval over pairs (nominal 95%; seed {})\n\
+           same cores, the idle side stopped; orders from seed {}); ratio = the median of the pairs' \
+           candidate/baseline, with the sign test's distribution-free 95% interval\n\
          - a regression: the whole interval beyond the threshold = max(minimum effect {:.1}%, the \
            unit's noise floor), in a gated metric ({}), found again by a confirmation round on fresh \
            servers\n\
@@ -149,6 +150,21 @@ pub fn markdown(o: &Outcome) -> String {
             out,
             "\nSuspected in round 1, not found again by the confirmation round (noise): {}.",
             o.unconfirmed.join(", ")
+        );
+    }
+    let unresolved: Vec<String> = o
+        .round
+        .iter()
+        .filter(|c| c.gated && !c.resolved())
+        .map(|c| super::unit_key(&c.server, &c.cell, c.metric))
+        .collect();
+    if !unresolved.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nUnresolved: the interval reaches past the threshold, so the gate cannot rule out a \
+             regression there (the unit is too noisy on this machine; more `--pairs` narrow it): \
+             {}.",
+            unresolved.join(", ")
         );
     }
     if !changed.is_empty() {
