@@ -43,10 +43,10 @@ WORK = os.path.join(ROOT, "target", "regress", "evidence")
 # step costs about 100 ns). A fixed spin is a larger share when the machine is quick, so the
 # effect each run measured is reported beside it.
 DEFAULT_SLOWDOWNS = [
-    "epoll-ka-10=epoll:keep-alive:cpu:900ns:10",
-    "epoll-ka-5=epoll:keep-alive:cpu:300ns:5",
-    "epoll-pr-10=epoll:per-request:cpu:3300ns:10",
-    "epoll-pr-5=epoll:per-request:cpu:1600ns:5",
+    "epoll-ka-10=epoll:keep-alive:cpu:500ns:10",
+    "epoll-ka-5=epoll:keep-alive:cpu:250ns:5",
+    "epoll-pr-10=epoll:per-request:cpu:2800ns:10",
+    "epoll-pr-5=epoll:per-request:cpu:900ns:5",
 ]
 
 
@@ -90,7 +90,8 @@ def gate(kind, index, candidate, servers, cells, cache, seed, extra):
         "calibrated_now": report["calibrated_now"],
         "suspected": len(report["unconfirmed"]) + len(report["confirmed"]),
         "confirmed": ";".join(report["confirmed"]),
-        "pairs": report["pairs"], "segment_ms": report["segment_ms"],
+        "pairs": report["pairs"], "confirm_pairs": report["confirm_pairs"],
+        "segment_ms": report["segment_ms"],
         "error": report.get("error") or "",
         "units": len(cpu),
         # Units whose interval reached past the threshold without a regression verdict.
@@ -204,7 +205,9 @@ def summarise(rows, slowdowns, args, total):
         f"--slow {args.slow} --slow5 {args.slow5} --full {args.full}`. Every run: the gate's "
         f"defaults ({rows[0]['pairs']} ABBA pairs of {rows[0]['segment_ms']} ms segments per "
         "server and cell, the median pair ratio with the sign test's 95 % interval, minimum "
-        "effect 5 %, gated on server CPU per request, confirmation round on fresh servers), the "
+        "effect 5 %, gated on server CPU per request; what round 1 finds beyond the threshold or "
+        f"cannot rule out goes to a confirmation round on fresh servers with "
+        f"{rows[0]['confirm_pairs']} pairs, which decides), the "
         "noise floor calibrated once by the first run (2 A/A rounds; `noise-floor.json`) and "
         "read from the cache after. Rows: `runs.csv`.",
         "",
@@ -244,7 +247,7 @@ def summarise(rows, slowdowns, args, total):
     lines += [
         "",
         "Exit 1 in an A/A row is a false alarm; in a slowdown row, a catch. \"Suspected\" counts "
-        "runs whose first round flagged a unit, before the confirmation round.",
+        "runs whose first round sent a unit to the confirmation round.",
         "",
     ]
     return "\n".join(lines)

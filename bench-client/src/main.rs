@@ -267,8 +267,13 @@ struct CompareArgs {
 
     /// ABBA pairs per server and cell (each pair gives one ratio): an even number, so that AB
     /// and BA come equally often, from 6 (the fewest with a 95 % interval) to 200.
-    #[arg(long, default_value_t = 32, value_parser = parse_pairs)]
+    #[arg(long, default_value_t = 28, value_parser = parse_pairs)]
     pairs: u32,
+
+    /// ABBA pairs per suspected server and cell in the confirmation round, on fresh servers:
+    /// more than round 1, since this round decides (even, 6 to 200).
+    #[arg(long, default_value_t = 64, value_parser = parse_pairs)]
+    confirm_pairs: u32,
 
     /// Load per segment: short, so that both halves of a pair see the same machine.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
@@ -690,6 +695,7 @@ fn compare_command(args: CompareArgs) -> ExitCode {
         servers,
         cells,
         pairs: args.pairs,
+        confirm_pairs: args.confirm_pairs,
         segment: args.segment,
         warmup: args.warmup,
         min_effect: args.min_effect,

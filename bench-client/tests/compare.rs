@@ -67,6 +67,8 @@ fn compare_with(
             "keep-alive",
             "--pairs",
             pairs,
+            "--confirm-pairs",
+            "6",
         ])
         .args([
             "--segment",
@@ -219,6 +221,7 @@ fn bad_flags_are_usage_errors() {
         &["--pairs", "1"],
         &["--pairs", "5"],
         &["--pairs", "4"],
+        &["--confirm-pairs", "7"],
     ] {
         let out = Command::new(bench_client())
             .args(["compare", "--baseline", ".", "--candidate", "."])

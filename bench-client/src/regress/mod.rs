@@ -98,8 +98,10 @@ pub struct GateOptions {
     pub servers: Vec<ServerDef>,
     /// Cells compared.
     pub cells: Vec<GateCell>,
-    /// ABBA pairs per unit and round.
+    /// ABBA pairs per unit in the calibration and in round 1.
     pub pairs: u32,
+    /// ABBA pairs per unit in the confirmation round (more: it decides).
+    pub confirm_pairs: u32,
     /// Load per segment.
     pub segment: Duration,
     /// Unmeasured load per side before the first segment.
@@ -246,16 +248,17 @@ pub fn check_binaries(
 }
 
 /// Measures `units` once: for each (in a seeded random order), both sides started, checked,
-/// warmed up and measured in ABBA pairs. `a_dir` plays the baseline, `b_dir` the candidate.
+/// warmed up and measured in `pairs` ABBA pairs. `dirs[0]` plays the baseline, `dirs[1]` the
+/// candidate.
 ///
 /// # Errors
 /// The first unit that could not be measured (a server that does not start, fails the check,
 /// answers with errors, or dies), with what went wrong.
 pub fn measure_round(
     phase: &str,
+    pairs: u32,
     units: &[(ServerDef, GateCell)],
-    a_dir: &Path,
-    b_dir: &Path,
+    dirs: [&Path; 2],
     opts: &GateOptions,
     rng: &mut fastrand::Rng,
     log: &mut dyn FnMut(&str),
@@ -264,7 +267,7 @@ pub fn measure_round(
     for i in crate::stats::shuffled_order(units.len(), rng) {
         let (def, cell) = &units[i];
         let b_opens = rng.bool();
-        let unit = measure_unit(phase, def, cell, [a_dir, b_dir], b_opens, opts)?;
+        let unit = measure_unit(phase, pairs, def, cell, dirs, b_opens, opts)?;
         log(&unit_line(phase, def.name, cell.id, &unit));
         segments.extend(unit);
     }
@@ -289,6 +292,7 @@ fn unit_line(phase: &str, server: &str, cell: &str, unit: &[Segment]) -> String 
 
 fn measure_unit(
     phase: &str,
+    pairs: u32,
     def: &ServerDef,
     cell: &GateCell,
     dirs: [&Path; 2],
@@ -322,7 +326,7 @@ fn measure_unit(
             }
         }
     }
-    let result = drive(phase, def, cell, &mut running, b_opens, opts, &what);
+    let result = drive(phase, pairs, def, cell, &mut running, b_opens, opts, &what);
     // Resumed first: a stopped process would not see SIGTERM.
     let exits: Vec<server::Exit> = running
         .into_iter()
@@ -362,8 +366,10 @@ fn stop_all(running: Vec<Running>) {
 }
 
 /// Checks, warms and measures the two running sides (the caller resumes and stops them).
+#[allow(clippy::too_many_arguments)]
 fn drive(
     phase: &str,
+    pairs: u32,
     def: &ServerDef,
     cell: &GateCell,
     running: &mut [Running],
@@ -414,7 +420,7 @@ fn drive(
     let ticks = cost::ticks_per_second();
     let mut segments = Vec::new();
     let mut slot = 0;
-    for pair in 1..=opts.pairs {
+    for pair in 1..=pairs {
         let b_first = (pair % 2 == 1) == b_opens;
         let order = if b_first { [1, 0] } else { [0, 1] };
         for i in order {
@@ -628,6 +634,27 @@ pub fn compare_segments(
     Ok(out)
 }
 
+/// What round 1 sends to the confirmation round: every gated metric that it found beyond the
+/// threshold, or could not rule out (the interval reaches past the threshold and the estimate
+/// leans the worse way). Round 1 screens; the confirmation round, on fresh servers and with
+/// more pairs, decides.
+pub fn suspects(comparisons: &[Comparison]) -> Vec<(String, String, Metric)> {
+    comparisons
+        .iter()
+        .filter(|c| {
+            let leans_worse = if c.metric.higher_is_worse() {
+                c.ratio > 1.0
+            } else {
+                c.ratio < 1.0
+            };
+            c.gated
+                && (c.change == Change::Regression
+                    || (c.change == Change::Unchanged && !c.resolved() && leans_worse))
+        })
+        .map(|c| (c.server.clone(), c.cell.clone(), c.metric))
+        .collect()
+}
+
 /// The gated regressions among `comparisons`: (server, cell, metric).
 pub fn regressions(comparisons: &[Comparison]) -> Vec<(String, String, Metric)> {
     comparisons
@@ -760,8 +787,11 @@ pub struct Outcome {
     pub cpus: String,
     /// Seed.
     pub seed: u64,
-    /// Pairs per unit and round.
+    /// Pairs per unit in round 1 (and the calibration).
     pub pairs: u32,
+    /// Pairs per unit in the confirmation round.
+    #[serde(default)]
+    pub confirm_pairs: u32,
     /// Segment length, ms.
     pub segment_ms: u64,
     /// Minimum effect, fraction.
@@ -807,6 +837,7 @@ pub fn run(opts: &GateOptions, segments: &mut Vec<Segment>, log: &mut dyn FnMut(
         cpus: opts.placement.label(),
         seed: opts.seed,
         pairs: opts.pairs,
+        confirm_pairs: opts.confirm_pairs,
         segment_ms: opts.segment.as_millis() as u64,
         min_effect: opts.min_effect,
         gate: opts.gate.clone(),
@@ -885,9 +916,9 @@ fn gate(
             let phase = format!("calibration-{k}");
             let aa = measure_round(
                 &phase,
+                opts.pairs,
                 &missing,
-                &opts.baseline,
-                &opts.baseline,
+                [&opts.baseline, &opts.baseline],
                 opts,
                 &mut rng,
                 log,
@@ -907,9 +938,9 @@ fn gate(
     // Round 1, then the confirmation of what it suspects, on fresh servers.
     let first = measure_round(
         "round-1",
+        opts.pairs,
         &units,
-        &opts.baseline,
-        &opts.candidate,
+        [&opts.baseline, &opts.candidate],
         opts,
         &mut rng,
         log,
@@ -917,7 +948,7 @@ fn gate(
     let compared = compare_segments(&first, &floor, opts.min_effect, &opts.gate);
     segments.extend(first);
     outcome.round = compared?;
-    let suspected = regressions(&outcome.round);
+    let suspected = suspects(&outcome.round);
     let mut found_again = Vec::new();
     if !suspected.is_empty() {
         let again: Vec<(ServerDef, GateCell)> = units
@@ -930,15 +961,16 @@ fn gate(
             .cloned()
             .collect();
         log(&format!(
-            "{} suspected regressions: confirming on {} units",
+            "{} suspected regressions: confirming on {} units, {} pairs each",
             suspected.len(),
-            again.len()
+            again.len(),
+            opts.confirm_pairs
         ));
         let second = measure_round(
             "confirmation",
+            opts.confirm_pairs,
             &again,
-            &opts.baseline,
-            &opts.candidate,
+            [&opts.baseline, &opts.candidate],
             opts,
             &mut rng,
             log,
@@ -1051,6 +1083,62 @@ mod tests {
         // Not gated: reported, never a regression of the gate.
         let judged = compare_segments(&segs, &NoiseFloor::default(), 0.05, &[]).unwrap();
         assert!(regressions(&judged).is_empty());
+    }
+
+    #[test]
+    fn round_1_sends_what_it_cannot_rule_out_to_the_confirmation() {
+        let judged = |cpu: &[(f64, f64)]| {
+            let c = compare_segments(
+                &pairs(cpu, (false, false)),
+                &NoiseFloor::default(),
+                0.05,
+                &[Metric::Cpu],
+            )
+            .unwrap();
+            (suspects(&c).len(), c)
+        };
+        // Beyond the threshold: suspected.
+        let (n, _) = judged(&[(7.0, 7.7); 6]);
+        assert_eq!(n, 1);
+        // About +4 %, but one pair at +12 % puts the interval's top past 5 %: unresolved, and
+        // leaning the worse way, so it is measured again.
+        let wide = [
+            (7.0, 7.28),
+            (7.0, 7.3),
+            (7.0, 7.27),
+            (7.0, 7.29),
+            (7.0, 7.84),
+            (7.0, 7.0),
+        ];
+        let (n, c) = judged(&wide);
+        let cpu = c.iter().find(|c| c.metric == Metric::Cpu).unwrap();
+        assert_eq!(cpu.change, Change::Unchanged);
+        assert!(!cpu.resolved());
+        assert_eq!(n, 1);
+        // Unresolved too, but the estimate leans the better way (about -4 %): not suspected.
+        let better = [
+            (7.0, 6.72),
+            (7.0, 6.7),
+            (7.0, 6.73),
+            (7.0, 6.71),
+            (7.0, 7.84),
+            (7.0, 6.3),
+        ];
+        let (n, c) = judged(&better);
+        let cpu = c.iter().find(|c| c.metric == Metric::Cpu).unwrap();
+        assert!(cpu.ratio < 1.0 && !cpu.resolved());
+        assert_eq!(n, 0);
+        // Tight and within the threshold: resolved, not suspected.
+        let (n, c) = judged(&[
+            (7.0, 7.1),
+            (7.0, 7.05),
+            (7.1, 7.1),
+            (7.0, 7.0),
+            (7.0, 7.1),
+            (7.0, 7.02),
+        ]);
+        assert!(c.iter().all(|c| c.resolved()));
+        assert_eq!(n, 0);
     }
 
     #[test]

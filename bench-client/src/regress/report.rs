@@ -111,9 +111,10 @@ pub fn markdown(o: &Outcome) -> String {
          - method: per server and cell, {} ABBA pairs of {} ms segments (each side's server on the \
            same cores, the idle side stopped; orders from seed {}); ratio = the median of the pairs' \
            candidate/baseline, with the sign test's distribution-free 95% interval\n\
-         - a regression: the whole interval beyond the threshold = max(minimum effect {:.1}%, the \
-           unit's noise floor), in a gated metric ({}), found again by a confirmation round on fresh \
-           servers\n\
+         - a regression: round 1 suspects a gated metric ({}) whose interval lies beyond the \
+           threshold = max(minimum effect {:.1}%, the unit's noise floor), or reaches past it with the \
+           estimate on the worse side; a confirmation round on fresh servers, {} pairs per suspected \
+           unit, decides: the gate fails where its whole interval lies beyond the threshold\n\
          - noise floor: `{}` ({})\n\
          - wall time: {:.0} s{}",
         o.baseline,
@@ -122,8 +123,9 @@ pub fn markdown(o: &Outcome) -> String {
         o.pairs,
         o.segment_ms,
         o.seed,
-        o.min_effect * 100.0,
         gate.join(", "),
+        o.min_effect * 100.0,
+        o.confirm_pairs,
         o.noise_file,
         if o.calibrated_now {
             "measured in this run by an A/A calibration"
@@ -148,7 +150,7 @@ pub fn markdown(o: &Outcome) -> String {
     if !o.unconfirmed.is_empty() {
         let _ = writeln!(
             out,
-            "\nSuspected in round 1, not found again by the confirmation round (noise): {}.",
+            "\nSuspected in round 1, not found by the confirmation round: {}.",
             o.unconfirmed.join(", ")
         );
     }
