@@ -154,9 +154,17 @@ pub fn markdown(o: &Outcome) -> String {
             o.unconfirmed.join(", ")
         );
     }
+    // Unresolved after both rounds: a unit the confirmation round measured again is judged by
+    // that round.
     let unresolved: Vec<String> = o
         .round
         .iter()
+        .map(|c| {
+            o.confirmation
+                .iter()
+                .find(|d| d.server == c.server && d.cell == c.cell && d.metric == c.metric)
+                .unwrap_or(c)
+        })
         .filter(|c| c.gated && !c.resolved())
         .map(|c| super::unit_key(&c.server, &c.cell, c.metric))
         .collect();

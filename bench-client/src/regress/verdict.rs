@@ -244,7 +244,9 @@ mod tests {
         assert_eq!(sign_test_rank(9), Some(2));
         assert_eq!(sign_test_rank(12), Some(3));
         assert_eq!(sign_test_rank(20), Some(6));
+        assert_eq!(sign_test_rank(28), Some(9));
         assert_eq!(sign_test_rank(32), Some(10));
+        assert_eq!(sign_test_rank(64), Some(24));
         // Coverage checked by simulation: a skewed noise, 32 pairs, the true median 1.
         let mut rng = fastrand::Rng::with_seed(5);
         let mut missed = 0;
