@@ -159,6 +159,9 @@ fn a_slower_candidate_is_a_confirmed_regression() {
     assert!(phases(&work).iter().any(|s| s == "confirmation"));
     let cpu = cpu_of(&json);
     assert!(cpu["low"].as_f64().unwrap() > 1.5, "{cpu}");
+    // Round 1's table says what the confirmation made of its suspect.
+    let markdown = std::fs::read_to_string(work.join("out/report.md")).unwrap();
+    assert!(markdown.contains("suspected; **confirmed**"), "{markdown}");
     // Read the other way round, the same change is an improvement, and the gate passes.
     let work = temp_dir("fast");
     let out = compare(&slow, &bin_dir(), &work, &["--min-effect", "50"]);

@@ -43,8 +43,27 @@ fn unit_text(metric: Metric, value: f64) -> String {
     }
 }
 
-fn change_text(c: &Comparison) -> &'static str {
+/// How round 1 ended for a unit it suspected, for its tables.
+#[derive(Clone, Copy)]
+enum Round {
+    /// The confirmation round (or a round that decides nothing further).
+    Deciding,
+    /// Round 1: its suspects went on to the confirmation round.
+    Screen,
+}
+
+fn change_text(c: &Comparison, round: Round, o: &Outcome) -> &'static str {
+    let key = super::unit_key(&c.server, &c.cell, c.metric);
     match (c.change, c.gated) {
+        (Change::Regression, true) if matches!(round, Round::Screen) => {
+            if o.confirmed.contains(&key) {
+                "suspected; **confirmed**"
+            } else if o.unconfirmed.contains(&key) {
+                "suspected; cleared by the confirmation"
+            } else {
+                "suspected"
+            }
+        }
         (Change::Regression, true) => "**regression**",
         (Change::Regression, false) => "worse (not gated)",
         (Change::Improvement, _) => "improvement",
@@ -54,7 +73,7 @@ fn change_text(c: &Comparison) -> &'static str {
     }
 }
 
-fn table(out: &mut String, comparisons: &[Comparison]) {
+fn table(out: &mut String, comparisons: &[Comparison], round: Round, o: &Outcome) {
     out.push_str(
         "| server | cell | metric | baseline | candidate | candidate / baseline [95% interval] | threshold (noise floor) | verdict |\n\
          |---|---|---|---:|---:|---|---:|---|\n",
@@ -66,7 +85,7 @@ fn table(out: &mut String, comparisons: &[Comparison]) {
             c.server,
             c.cell,
             c.metric.label(),
-            if c.client_bound && c.metric == Metric::Rps {
+            if c.change == Change::NotJudged && c.metric == Metric::Rps {
                 " ‡"
             } else {
                 ""
@@ -79,7 +98,7 @@ fn table(out: &mut String, comparisons: &[Comparison]) {
             c.threshold * 100.0,
             c.floor
                 .map_or("none".into(), |f| format!("{:.1}%", f * 100.0)),
-            change_text(c)
+            change_text(c, round, o)
         );
     }
 }
@@ -179,18 +198,24 @@ pub fn markdown(o: &Outcome) -> String {
     }
     if !changed.is_empty() {
         out.push_str("\n## Changes beyond the threshold (round 1)\n\n");
-        table(&mut out, &changed.into_iter().cloned().collect::<Vec<_>>());
+        table(
+            &mut out,
+            &changed.into_iter().cloned().collect::<Vec<_>>(),
+            Round::Screen,
+            o,
+        );
     }
     if !o.confirmation.is_empty() {
         out.push_str("\n## Confirmation round\n\n");
-        table(&mut out, &o.confirmation);
+        table(&mut out, &o.confirmation, Round::Deciding, o);
     }
     if !o.round.is_empty() {
         out.push_str("\n## Round 1, every unit\n\n");
-        table(&mut out, &o.round);
+        table(&mut out, &o.round, Round::Screen, o);
         out.push_str(
-            "\n‡ client-bound: the load generator used its core to the full, so req/s is the \
-             client's and is not judged; server CPU per request is.\n",
+            "\n‡ client-bound: both sides had segments where the load generator used its core \
+             to the full, so req/s is the client's and is not judged; server CPU per request \
+             is.\n",
         );
     }
     out
