@@ -816,6 +816,11 @@ pub struct Outcome {
     pub wall_s: f64,
     /// Wall time of the calibration, s.
     pub calibration_s: f64,
+    /// Segments measured again after a stall, per side: `[baseline, candidate]`. A machine
+    /// that stands still hits both sides alike; a server that freezes now and then shows up
+    /// on its own side.
+    #[serde(default)]
+    pub stalls: [u32; 2],
 }
 
 /// Runs the gate: calibration where the cache has no floor, the first round, and a
@@ -850,6 +855,7 @@ pub fn run(opts: &GateOptions, segments: &mut Vec<Segment>, log: &mut dyn FnMut(
         unconfirmed: Vec::new(),
         wall_s: 0.0,
         calibration_s: 0.0,
+        stalls: [0, 0],
     };
     let result = gate(
         opts,
@@ -865,8 +871,17 @@ pub fn run(opts: &GateOptions, segments: &mut Vec<Segment>, log: &mut dyn FnMut(
         outcome.exit_code = 2;
         outcome.error = Some(why);
     }
+    outcome.stalls = count_stalls(segments);
     outcome.wall_s = started.elapsed().as_secs_f64();
     outcome
+}
+
+/// Stalled tries per side over `segments` (the A/A calibration's are the baseline's).
+pub fn count_stalls(segments: &[Segment]) -> [u32; 2] {
+    segments.iter().fold([0, 0], |mut n, s| {
+        n[usize::from(s.side == Side::Candidate.name())] += s.stalls;
+        n
+    })
 }
 
 fn gate(
@@ -1159,6 +1174,15 @@ mod tests {
         assert_eq!(rps((true, true)), Change::NotJudged);
         assert_eq!(rps((true, false)), Change::Unchanged);
         assert_eq!(rps((false, false)), Change::Unchanged);
+    }
+
+    #[test]
+    fn stalls_are_counted_per_side() {
+        let mut segs = pairs(&[(7.0, 7.1); 6], (false, false));
+        segs[1].stalls = 2; // a candidate segment
+        segs[4].stalls = 1; // a baseline segment
+        assert_eq!(count_stalls(&segs), [1, 2]);
+        assert_eq!(count_stalls(&[]), [0, 0]);
     }
 
     #[test]

@@ -161,6 +161,15 @@ pub fn markdown(o: &Outcome) -> String {
     for note in &o.notes {
         let _ = writeln!(out, "- {note}");
     }
+    if o.stalls != [0, 0] {
+        let _ = writeln!(
+            out,
+            "- stalled segments (no answer and no error), measured again: {} on the baseline's \
+             side, {} on the candidate's. A stalled machine hits both sides alike; a server that \
+             freezes shows up on its own side",
+            o.stalls[0], o.stalls[1]
+        );
+    }
     let changed: Vec<&Comparison> = o
         .round
         .iter()
