@@ -537,13 +537,17 @@ impl Comparison {
     /// unchanged verdict whose interval still reaches past the threshold on the worse side
     /// (the unit was too noisy for the gate to tell).
     pub fn resolved(&self) -> bool {
-        let limit = 1.0 + self.threshold;
-        let worst = if self.metric.higher_is_worse() {
-            self.high
-        } else {
-            1.0 / self.low
-        };
-        self.change != Change::Unchanged || worst <= limit
+        let (_, worst) = verdict::worse_interval(&self.estimate(), self.metric.higher_is_worse());
+        self.change != Change::Unchanged || worst <= 1.0 + self.threshold
+    }
+
+    /// The ratio with its interval.
+    pub fn estimate(&self) -> Estimate {
+        Estimate {
+            median: self.ratio,
+            low: self.low,
+            high: self.high,
+        }
     }
 }
 
@@ -642,11 +646,7 @@ pub fn suspects(comparisons: &[Comparison]) -> Vec<(String, String, Metric)> {
     comparisons
         .iter()
         .filter(|c| {
-            let leans_worse = if c.metric.higher_is_worse() {
-                c.ratio > 1.0
-            } else {
-                c.ratio < 1.0
-            };
+            let leans_worse = verdict::worse_way(c.ratio, c.metric.higher_is_worse()) > 1.0;
             c.gated
                 && (c.change == Change::Regression
                     || (c.change == Change::Unchanged && !c.resolved() && leans_worse))
@@ -722,11 +722,7 @@ impl NoiseFloor {
     /// Adds the reach of every A/A comparison, keeping the farthest seen for each key.
     pub fn absorb(&mut self, aa: &[Comparison]) {
         for c in aa {
-            let reach = verdict::reach(&Estimate {
-                median: c.ratio,
-                low: c.low,
-                high: c.high,
-            });
+            let reach = verdict::reach(&c.estimate());
             let key = unit_key(&c.server, &c.cell, c.metric);
             let slot = self.floors.entry(key).or_insert(0.0);
             *slot = slot.max(reach);
@@ -876,12 +872,16 @@ pub fn run(opts: &GateOptions, segments: &mut Vec<Segment>, log: &mut dyn FnMut(
     outcome
 }
 
-/// Stalled tries per side over `segments` (the A/A calibration's are the baseline's).
+/// Stalled tries per side over the rounds that compare the two builds (in the A/A calibration
+/// both sides run the baseline's binaries, so its stalls say nothing of the candidate).
 pub fn count_stalls(segments: &[Segment]) -> [u32; 2] {
-    segments.iter().fold([0, 0], |mut n, s| {
-        n[usize::from(s.side == Side::Candidate.name())] += s.stalls;
-        n
-    })
+    segments
+        .iter()
+        .filter(|s| !s.phase.starts_with("calibration"))
+        .fold([0, 0], |mut n, s| {
+            n[usize::from(s.side == Side::Candidate.name())] += s.stalls;
+            n
+        })
 }
 
 fn gate(
@@ -1181,6 +1181,10 @@ mod tests {
         let mut segs = pairs(&[(7.0, 7.1); 6], (false, false));
         segs[1].stalls = 2; // a candidate segment
         segs[4].stalls = 1; // a baseline segment
+        assert_eq!(count_stalls(&segs), [1, 2]);
+        // The calibration's (both sides the baseline's binaries) are not counted.
+        segs[3].phase = "calibration-1".into();
+        segs[3].stalls = 5;
         assert_eq!(count_stalls(&segs), [1, 2]);
         assert_eq!(count_stalls(&[]), [0, 0]);
     }

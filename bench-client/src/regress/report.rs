@@ -43,12 +43,13 @@ fn unit_text(metric: Metric, value: f64) -> String {
     }
 }
 
-/// How round 1 ended for a unit it suspected, for its tables.
+/// Which round a table shows: a suspect of round 1 is labelled with what the confirmation
+/// round made of it; a regression in the confirmation round fails the gate.
 #[derive(Clone, Copy)]
 enum Round {
-    /// The confirmation round (or a round that decides nothing further).
+    /// The confirmation round: its regressions are the gate's.
     Deciding,
-    /// Round 1: its suspects went on to the confirmation round.
+    /// Round 1: its regressions are suspects for the confirmation round.
     Screen,
 }
 
