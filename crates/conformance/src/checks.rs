@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use crate::client::{get_once, Conn, GET, GET_CLOSE};
 use crate::{Model, Server};
 
+mod framing;
+pub use framing::*;
+
 const HELLO: &[u8] = b"HelloWorld\n";
 
 fn assert_hello(response: &crate::client::Response) {
@@ -766,7 +769,7 @@ pub fn a_slow_upload_is_not_timed_out(bin: &str, _: Model) {
 pub fn close_wins_in_a_connection_token_list(bin: &str, _: Model) {
     let server = Server::start(bin, &[]);
     for request in [
-        &b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, close\r\n\r\n"[..],
         b"GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n",
     ] {
         let mut conn = Conn::open(server.addr);

@@ -64,17 +64,7 @@ impl Conn {
     /// # Panics
     /// On a read error, an early close or an unparsable response.
     pub fn response_to(&mut self, head_only: bool) -> Response {
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let n = self
-                .reader
-                .read_until(b'\n', &mut head)
-                .expect("read response head");
-            assert!(
-                n > 0,
-                "connection closed before a full response head: {head:?}"
-            );
-        }
+        let head = self.head();
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut parsed = httparse::Response::new(&mut headers);
         let status = parsed.parse(&head).expect("parse response");
@@ -103,6 +93,26 @@ impl Conn {
             headers,
             body,
         }
+    }
+
+    /// Reads one response head, through its empty line (an interim `100 Continue` is all
+    /// head).
+    ///
+    /// # Panics
+    /// On a read error or a close before the head ends.
+    pub fn head(&mut self) -> Vec<u8> {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = self
+                .reader
+                .read_until(b'\n', &mut head)
+                .expect("read response head");
+            assert!(
+                n > 0,
+                "connection closed before a full response head: {head:?}"
+            );
+        }
+        head
     }
 
     /// Reads one response to a request that was not `HEAD`.

@@ -91,6 +91,13 @@ macro_rules! suite {
             sigterm_mid_write_closes_after_the_answer,
             the_cap_holds_connections_back,
             a_server_that_cannot_announce_exits,
+            content_length_is_digits_and_nothing_else,
+            host_is_required_once_and_valid,
+            methods_not_served_get_405_with_allow,
+            expect_100_continue_gets_100_before_the_body,
+            higher_minor_versions_are_served_and_http2_gets_505,
+            a_long_target_gets_414_and_fields_fit_by_size,
+            a_silent_connection_is_closed_at_the_read_timeout,
         );
     };
     (@tests $bin:expr, $model:expr, $args:tt, $skip:expr; $($check:ident),* $(,)?) => {

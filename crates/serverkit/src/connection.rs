@@ -18,7 +18,13 @@
 //!   shuts down its writing side ([`Action::CloseWrite`]: the answer is followed by a FIN),
 //!   then reads and discards for at most [`LINGER_TIME`] and [`LINGER_BYTES`], then closes, as
 //!   nginx's lingering close does. A `408` closes at once: that client has gone quiet.
+//! - **`Expect: 100-continue`:** a `100 Continue` goes out as soon as such a head is parsed
+//!   and its body is wanted and has not started; a head that is refused gets its final
+//!   answer at once instead (RFC 9110 10.1.1).
 //! - **Deadlines**, one per wait, each returned with the [`Action`] that waits:
+//!   - a new connection's first byte, `read_timeout` (or `idle_timeout` if shorter; then
+//!     closed quietly): a client that connects and says nothing holds a thread or a process
+//!     of the blocking models for that long, not for the idle timeout;
 //!   - between requests, `idle_timeout` (then closed quietly);
 //!   - a request head, `read_timeout` from its first byte (then `408`: the slowloris guard);
 //!   - a request body, `read_timeout` without progress (a slow upload is fine, a stalled one
@@ -40,7 +46,7 @@ use std::time::{Duration, Instant};
 use crate::buffers::{BufferPool, Buffers};
 use crate::cli::{Protocol, ServerConfig};
 use crate::date::DateCache;
-use crate::http::{HttpError, Reading, Request, HELLO_BODY, MAX_RESPONSE};
+use crate::http::{HttpError, Reading, Request, CONTINUE, HELLO_BODY, MAX_RESPONSE};
 use crate::workload::Workload;
 
 /// Longest a graceful close drains the client's input before closing anyway.
@@ -108,6 +114,8 @@ pub struct Connection {
     linger_after: bool,
     /// The client shut its side (a read returned 0).
     peer_closed: bool,
+    /// No byte has arrived yet: the first-byte deadline applies, not the idle one.
+    fresh: bool,
     /// Shutdown asked for: no wait ends after this.
     stop_by: Option<Instant>,
     drained: usize,
@@ -138,6 +146,7 @@ impl Connection {
             close_after: false,
             linger_after: false,
             peer_closed: false,
+            fresh: true,
             stop_by: None,
             drained: 0,
             raw_answered: false,
@@ -159,6 +168,7 @@ impl Connection {
         self.close_after = false;
         self.linger_after = false;
         self.peer_closed = false;
+        self.fresh = true;
         self.stop_by = None;
         self.drained = 0;
         self.raw_answered = false;
@@ -213,12 +223,8 @@ impl Connection {
         if self.peer_closed || (self.stop_by.is_some() && reading == Reading::Idle) {
             return self.close();
         }
-        let limit = match reading {
-            Reading::Idle => self.config.idle_timeout,
-            Reading::Head | Reading::Body => self.config.read_timeout,
-        };
         Action::Read {
-            deadline: self.deadline(self.since + limit),
+            deadline: self.deadline(self.since + self.read_limit(reading)),
         }
     }
 
@@ -306,6 +312,7 @@ impl Connection {
             self.clear_requests();
             return;
         }
+        self.fresh = false;
         self.bufs_mut().requests.filled(n);
         // A head's deadline counts from its first byte; a body's from its last progress.
         if self.reading != Reading::Head {
@@ -376,15 +383,22 @@ impl Connection {
         self.stop_by.map_or(at, |stop_by| at.min(stop_by))
     }
 
+    /// How long a read may wait while `reading`: a request's head or body, the read timeout;
+    /// between requests, the idle timeout; before a new connection's first byte, the shorter.
+    fn read_limit(&self, reading: Reading) -> Duration {
+        match reading {
+            Reading::Idle if self.fresh => self.config.read_timeout.min(self.config.idle_timeout),
+            Reading::Idle => self.config.idle_timeout,
+            Reading::Head | Reading::Body => self.config.read_timeout,
+        }
+    }
+
     /// The current wait's deadline has passed: close, or answer `408` first.
     fn expire(&mut self, now: Instant, date: &DateCache) -> Option<Action> {
         let limit = if !self.out_empty() {
             self.config.read_timeout
         } else {
-            match self.reading {
-                Reading::Idle => self.config.idle_timeout,
-                Reading::Head | Reading::Body => self.config.read_timeout,
-            }
+            self.read_limit(self.reading)
         };
         if now < self.since + limit {
             return None;
@@ -417,7 +431,13 @@ impl Connection {
                 }
                 Protocol::Http => match self.bufs_mut().requests.next_request() {
                     Ok(Some(request)) => Some(request),
-                    Ok(None) => return None,
+                    Ok(None) => {
+                        if self.bufs_mut().requests.take_continue() {
+                            self.start_writing(now);
+                            self.bufs_mut().out.push(CONTINUE);
+                        }
+                        return None;
+                    }
                     Err(error) => {
                         self.start_writing(now);
                         let response = error.response(self.config.headers);
@@ -541,7 +561,7 @@ mod tests {
     #[test]
     fn pipelined_requests_are_answered_in_order_then_the_peer_close_closes() {
         let mut input = GET.repeat(3);
-        input.extend_from_slice(b"HEAD / HTTP/1.1\r\n\r\n");
+        input.extend_from_slice(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
         let mut conn = Connection::new(config(), Instant::now());
         let run = drive(&mut conn, &input, &[4096], 4096);
         assert_eq!(answers(&run.written).len(), 4);
@@ -566,7 +586,7 @@ mod tests {
 
     #[test]
     fn bytes_behind_connection_close_are_drained_not_reset() {
-        let mut input = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec();
+        let mut input = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec();
         input.extend_from_slice(GET);
         let mut conn = Connection::new(config(), Instant::now());
         let run = drive(&mut conn, &input, &[4096], 4096);
@@ -576,7 +596,7 @@ mod tests {
         let mut conn = Connection::new(config(), Instant::now());
         let run = drive(
             &mut conn,
-            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
             &[4096],
             4096,
         );
@@ -588,7 +608,7 @@ mod tests {
         let date = DateCache::fixed(DATE);
         let t = Instant::now();
         let mut conn = Connection::new(config(), t);
-        let head = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab";
+        let head = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab";
         assert!(matches!(conn.next(t, &date), Action::Read { .. }));
         conn.read_buf()[..head.len()].copy_from_slice(head);
         conn.read(head.len(), t);
@@ -610,8 +630,9 @@ mod tests {
         assert_eq!(
             conn.next(t0, &date),
             Action::Read {
-                deadline: t0 + cfg.idle_timeout
-            }
+                deadline: t0 + cfg.read_timeout
+            },
+            "a new connection's first byte: the read timeout"
         );
         // A head's first byte starts the read timeout; later bytes do not extend it.
         let t1 = t0 + Duration::from_secs(1);
@@ -644,12 +665,84 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_new_connection_closes_quietly_at_the_first_byte_deadline() {
+        let date = DateCache::fixed(DATE);
+        let cfg = config();
+        let t0 = Instant::now();
+        let mut silent = Connection::new(cfg, t0);
+        let Action::Read { deadline } = silent.next(t0, &date) else {
+            panic!("expected a read")
+        };
+        assert_eq!(deadline, t0 + cfg.read_timeout);
+        assert_eq!(silent.next(deadline, &date), Action::Close, "no 408");
+        assert!(silent.to_write().is_empty());
+        // Once a request came, the wait between requests is the idle timeout (from the
+        // answer's last byte written).
+        let mut served = Connection::new(cfg, t0);
+        served.next(t0, &date);
+        served.read_buf()[..GET.len()].copy_from_slice(GET);
+        served.read(GET.len(), t0);
+        assert!(matches!(served.next(t0, &date), Action::Write { .. }));
+        served.wrote(served.to_write().len(), t0);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            served.next(t1, &date),
+            Action::Read {
+                deadline: t0 + cfg.idle_timeout
+            }
+        );
+        // An idle timeout shorter than the read timeout bounds the first byte too.
+        let short = ServerConfig {
+            idle_timeout: Duration::from_secs(1),
+            ..cfg
+        };
+        let mut conn = Connection::new(short, t0);
+        assert_eq!(
+            conn.next(t0, &date),
+            Action::Read {
+                deadline: t0 + short.idle_timeout
+            }
+        );
+    }
+
+    #[test]
+    fn expect_100_continue_gets_a_100_then_the_answer_after_the_body() {
+        let date = DateCache::fixed(DATE);
+        let t = Instant::now();
+        let mut conn = Connection::new(config(), t);
+        let head =
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        conn.next(t, &date);
+        conn.read_buf()[..head.len()].copy_from_slice(head);
+        conn.read(head.len(), t);
+        assert!(matches!(conn.next(t, &date), Action::Write { .. }));
+        assert_eq!(conn.to_write(), crate::http::CONTINUE);
+        conn.wrote(crate::http::CONTINUE.len(), t);
+        assert!(
+            matches!(conn.next(t, &date), Action::Read { .. }),
+            "then the body"
+        );
+        conn.read_buf()[..5].copy_from_slice(b"hello");
+        conn.read(5, t);
+        assert!(matches!(conn.next(t, &date), Action::Write { .. }));
+        assert!(String::from_utf8_lossy(conn.to_write()).starts_with("HTTP/1.1 200 OK"));
+        // A head refused at once gets its final answer, not a 100.
+        let mut refused = Connection::new(config(), t);
+        let bad = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        refused.next(t, &date);
+        refused.read_buf()[..bad.len()].copy_from_slice(bad);
+        refused.read(bad.len(), t);
+        assert!(matches!(refused.next(t, &date), Action::Write { .. }));
+        assert!(String::from_utf8_lossy(refused.to_write()).starts_with("HTTP/1.1 400"));
+    }
+
+    #[test]
     fn a_slow_body_that_keeps_moving_is_not_timed_out() {
         let date = DateCache::fixed(DATE);
         let cfg = config();
         let mut t = Instant::now();
         let mut conn = Connection::new(cfg, t);
-        let head = b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n";
+        let head = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n";
         conn.next(t, &date);
         conn.read_buf()[..head.len()].copy_from_slice(head);
         conn.read(head.len(), t);
@@ -784,7 +877,7 @@ mod tests {
 
     #[test]
     fn a_reset_connection_behaves_as_a_new_one() {
-        let input = b"GET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.0\r\n\r\n";
+        let input = b"GET / HTTP/1.1\r\nHost: t\r\n\r\nHEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.0\r\n\r\n";
         let mut fresh = Connection::new(config(), Instant::now());
         let first = drive(&mut fresh, input, &[5], 7).written;
         // Leave one in the middle of everything: partial head, pending output, shutdown.
@@ -865,7 +958,7 @@ mod tests {
             Action::Read { .. }
         ));
         assert!(conn.holds_buffers(), "half a request is kept");
-        feed(&mut conn, &mut pool, b"TP/1.1\r\n\r\n", t);
+        feed(&mut conn, &mut pool, b"TP/1.1\r\nHost: t\r\n\r\n", t);
         assert!(matches!(
             conn.next_lent(t, &date, &mut pool),
             Action::Write { .. }

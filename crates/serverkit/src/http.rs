@@ -17,6 +17,7 @@
 use std::fmt;
 
 use crate::date::{DateCache, DATE_LEN};
+use crate::framing::{self, Head, Version};
 
 /// Largest request head accepted; a longer one is answered `431` and the connection closed.
 pub const MAX_HEAD: usize = 8192;
@@ -24,7 +25,12 @@ pub const MAX_HEAD: usize = 8192;
 /// The body every workload answers with.
 pub const HELLO_BODY: &[u8] = b"HelloWorld\n";
 
-const MAX_HEADERS: usize = 64;
+/// Fields parsed into an array on the stack; a head with more (still within [`MAX_HEAD`]) is
+/// parsed again into one on the heap, sized for the most a head of its length can hold.
+const INLINE_HEADERS: usize = 64;
+
+/// The interim answer to `Expect: 100-continue` (RFC 9110 10.1.1, 15.2.1).
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Which headers the answers carry (`--headers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,24 +49,24 @@ pub struct Response {
     rest: &'static [u8],
 }
 
-/// The [`Response`] for a status, a body (and its length) and maybe a `Connection` header.
+/// The [`Response`] for a status, a body (and its length) and any further headers.
 macro_rules! response {
-    (Standard, $status:literal, $len:literal, $body:literal $(, $header:literal)?) => {
+    (Standard, $status:literal, $len:literal, $body:literal $(, $header:literal)*) => {
         Response {
             start: concat!("HTTP/1.1 ", $status, "\r\nServer: archbench\r\nDate: ").as_bytes(),
             dated: true,
             rest: concat!(
                 "\r\nContent-Type: text/plain\r\nContent-Length: ", $len, "\r\n",
-                $($header, "\r\n",)? "\r\n", $body
+                $($header, "\r\n",)* "\r\n", $body
             )
             .as_bytes(),
         }
     };
-    (Minimal, $status:literal, $len:literal, $body:literal $(, $header:literal)?) => {
+    (Minimal, $status:literal, $len:literal, $body:literal $(, $header:literal)*) => {
         Response {
             start: concat!("HTTP/1.1 ", $status, "\r\n").as_bytes(),
             dated: false,
-            rest: concat!($($header, "\r\n",)? "Content-Length: ", $len, "\r\n\r\n", $body)
+            rest: concat!($($header, "\r\n",)* "Content-Length: ", $len, "\r\n\r\n", $body)
                 .as_bytes(),
         }
     };
@@ -157,14 +163,23 @@ impl Request {
 }
 
 /// A request the server refuses; each maps to a status and closes the connection.
+/// docs/http.md lists which bytes get which, beside nginx's answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpError {
-    /// Not HTTP/1.x, or a bad header (400).
+    /// Not HTTP/1.x, a bad field (`Content-Length` not digits, a repeated one, a missing,
+    /// repeated or invalid `Host`) (400).
     Malformed,
-    /// Request head over [`MAX_HEAD`] bytes or too many headers (431).
+    /// A method the servers know but do not serve, such as `CONNECT` (405, with `Allow`).
+    MethodNotAllowed,
+    /// A request line (its target) that does not end within [`MAX_HEAD`] bytes (414).
+    UriTooLong,
+    /// A request head over [`MAX_HEAD`] bytes (431).
     HeadTooLarge,
-    /// Valid HTTP this server does not implement, such as chunked request bodies (501).
+    /// Valid HTTP this server does not implement: chunked request bodies, a method that is not
+    /// one of RFC 9110's (501).
     NotImplemented,
+    /// A major version other than 1, such as `HTTP/2.0` on an HTTP/1 connection (505).
+    VersionNotSupported,
     /// The client took longer than the read timeout to send its request head (408).
     Timeout,
 }
@@ -182,6 +197,21 @@ impl HttpError {
                         "bad request\n",
                         "Connection: close"
                     ),
+                    HttpError::MethodNotAllowed => response!(
+                        $headers,
+                        "405 Method Not Allowed",
+                        "19",
+                        "method not allowed\n",
+                        "Allow: GET, HEAD, POST",
+                        "Connection: close"
+                    ),
+                    HttpError::UriTooLong => response!(
+                        $headers,
+                        "414 URI Too Long",
+                        "19",
+                        "target over 8 KiB.\n",
+                        "Connection: close"
+                    ),
                     HttpError::HeadTooLarge => response!(
                         $headers,
                         "431 Request Header Fields Too Large",
@@ -194,6 +224,14 @@ impl HttpError {
                         "501 Not Implemented",
                         "16",
                         "not implemented\n",
+                        "Allow: GET, HEAD, POST",
+                        "Connection: close"
+                    ),
+                    HttpError::VersionNotSupported => response!(
+                        $headers,
+                        "505 HTTP Version Not Supported",
+                        "23",
+                        "HTTP/1.1 and 1.0 only.\n",
                         "Connection: close"
                     ),
                     HttpError::Timeout => response!(
@@ -217,8 +255,11 @@ impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {
             HttpError::Malformed => "malformed request",
+            HttpError::MethodNotAllowed => "method not allowed",
+            HttpError::UriTooLong => "request target too long",
             HttpError::HeadTooLarge => "request head too large",
             HttpError::NotImplemented => "not implemented",
+            HttpError::VersionNotSupported => "HTTP version not supported",
             HttpError::Timeout => "request timeout",
         };
         f.write_str(text)
@@ -232,7 +273,7 @@ impl std::error::Error for HttpError {}
 /// ```
 /// use serverkit::http::RequestBuffer;
 /// let mut buf = RequestBuffer::new();
-/// let input = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+/// let input = b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 /// buf.spare()[..input.len()].copy_from_slice(input);
 /// buf.filled(input.len());
 /// assert!(buf.next_request().unwrap().unwrap().keep_alive);
@@ -247,6 +288,8 @@ pub struct RequestBuffer {
     body_left: u64,
     /// The request whose body is arriving: handed out once the body is all here.
     awaiting_body: Option<Request>,
+    /// A `100 Continue` is owed: the head asked for it and none of its body has come.
+    continue_due: bool,
 }
 
 /// What a connection is in the middle of receiving (which read deadline applies).
@@ -275,6 +318,7 @@ impl RequestBuffer {
             end: 0,
             body_left: 0,
             awaiting_body: None,
+            continue_due: false,
         }
     }
 
@@ -324,6 +368,13 @@ impl RequestBuffer {
         self.end = 0;
         self.body_left = 0;
         self.awaiting_body = None;
+        self.continue_due = false;
+    }
+
+    /// True once after a head with `Expect: 100-continue` whose body has not started: the
+    /// caller sends [`CONTINUE`] before waiting for the body.
+    pub fn take_continue(&mut self) -> bool {
+        std::mem::take(&mut self.continue_due)
     }
 
     /// The next complete request, in arrival order.
@@ -349,67 +400,87 @@ impl RequestBuffer {
         if self.start == self.end {
             return Ok(None);
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        let head_len = match parsed.parse(&self.bytes[self.start..self.end]) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if self.end - self.start >= MAX_HEAD => {
-                return Err(HttpError::HeadTooLarge)
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
-            Err(_) => return Err(HttpError::Malformed),
+        let bytes = &self.bytes[self.start..self.end];
+        let full = bytes.len() >= MAX_HEAD;
+        let (head_len, head) = match parse_head(bytes) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) if full => return Err(too_large(bytes)),
+            Ok(None) => return Ok(None),
+            Err(Refusal::Answer(error)) => return Err(error),
+            // Cannot happen: the second array holds as many fields as the bytes can.
+            Err(Refusal::TooManyFields) => return Err(HttpError::HeadTooLarge),
+            Err(Refusal::Version) => match framing::version(bytes) {
+                Version::Patch(at) => {
+                    self.bytes[self.start + at] = b'1';
+                    return self.next_request();
+                }
+                Version::Incomplete if full => return Err(too_large(bytes)),
+                Version::Incomplete => return Ok(None),
+                Version::NotSupported => return Err(HttpError::VersionNotSupported),
+                Version::Malformed => return Err(HttpError::Malformed),
+            },
         };
-        let (request, body_len) = interpret(&parsed)?;
         self.start += head_len;
-        if body_len == 0 {
-            return Ok(Some(request));
+        if head.body == 0 {
+            return Ok(Some(head.request));
         }
-        self.body_left = body_len;
-        self.awaiting_body = Some(request);
+        self.body_left = head.body;
+        self.awaiting_body = Some(head.request);
+        self.continue_due = head.expects_continue && self.start == self.end;
         self.next_request()
     }
 }
 
-/// Reads what the server needs out of a parsed head: keep-alive, version, method, body length.
-fn interpret(parsed: &httparse::Request<'_, '_>) -> Result<(Request, u64), HttpError> {
-    let http10 = parsed.version == Some(0);
-    // RFC 9112 9.3 and 9.6: `close` anywhere in any Connection header wins; HTTP/1.0 keeps the
-    // connection only when asked with `keep-alive`.
-    let (mut close, mut asked_keep_alive) = (false, false);
-    let mut body_len: Option<u64> = None;
-    for header in parsed.headers.iter() {
-        if header.name.eq_ignore_ascii_case("connection") {
-            for token in header.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                asked_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if header.name.eq_ignore_ascii_case("content-length") {
-            let len = std::str::from_utf8(header.value)
-                .ok()
-                .map(str::trim)
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(HttpError::Malformed)?;
-            if body_len.is_some_and(|previous| previous != len) {
-                return Err(HttpError::Malformed);
-            }
-            body_len = Some(len);
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HttpError::NotImplemented);
-        }
+/// Why a head was not accepted as it stands.
+enum Refusal {
+    /// Answer this and close.
+    Answer(HttpError),
+    /// `httparse` refused the version: [`framing::version`] decides.
+    Version,
+    /// More fields than the array given to `httparse`.
+    TooManyFields,
+}
+
+/// Parses the head at the start of `bytes`: its length and what it asks, `None` if it has not
+/// ended. Fields go into an array on the stack; a head with more than fit is parsed again into
+/// one on the heap (rare: a head of many tiny fields), so the only limit is [`MAX_HEAD`].
+fn parse_head(bytes: &[u8]) -> Result<Option<(usize, Head)>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; INLINE_HEADERS];
+    match parse_into(bytes, &mut headers) {
+        // The shortest field line is 3 bytes (`a:` and LF).
+        Err(Refusal::TooManyFields) => parse_into(
+            bytes,
+            &mut vec![httparse::EMPTY_HEADER; bytes.len() / 3 + 1],
+        ),
+        other => other,
     }
-    let head_only = parsed.method == Some("HEAD");
-    let keep_alive = !close && (!http10 || asked_keep_alive);
-    Ok((
-        Request {
-            keep_alive,
-            http10,
-            head_only,
-        },
-        body_len.unwrap_or(0),
-    ))
+}
+
+/// One `httparse` pass over `bytes` into `headers`, then [`framing::interpret`].
+fn parse_into<'b>(
+    bytes: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Option<(usize, Head)>, Refusal> {
+    let mut parsed = httparse::Request::new(headers);
+    match parsed.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => framing::interpret(&parsed)
+            .map(|head| Some((len, head)))
+            .map_err(Refusal::Answer),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::Version) => Err(Refusal::Version),
+        Err(httparse::Error::TooManyHeaders) => Err(Refusal::TooManyFields),
+        Err(_) => Err(Refusal::Answer(HttpError::Malformed)),
+    }
+}
+
+/// The answer to a head that filled the buffer: 414 if its request line had not ended yet
+/// (RFC 9112 3), 431 if its fields had not (RFC 6585 5).
+fn too_large(bytes: &[u8]) -> HttpError {
+    if framing::request_line_ended(bytes) {
+        HttpError::HeadTooLarge
+    } else {
+        HttpError::UriTooLong
+    }
 }
 
 /// Bytes of the outbox: 2 KiB, about a dozen answers.
@@ -506,7 +577,11 @@ mod tests {
     fn keep_alive_follows_version_and_connection_header() {
         let cases: [(&[u8], bool, bool); 5] = [
             (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true, false),
-            (b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n", false, false),
+            (
+                b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Close\r\n\r\n",
+                false,
+                false,
+            ),
             (b"GET / HTTP/1.0\r\n\r\n", false, true),
             (
                 b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
@@ -514,7 +589,7 @@ mod tests {
                 true,
             ),
             (
-                b"GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: t\r\nConnection: upgrade, close\r\n\r\n",
                 false,
                 false,
             ),
@@ -552,7 +627,7 @@ mod tests {
         let mut buf = RequestBuffer::new();
         feed(
             &mut buf,
-            b"POST / HTTP/1.1\r\nContent-Length: 20000\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 20000\r\n\r\n",
         );
         assert_eq!(buf.next_request(), Ok(None));
         let chunk = [b'x'; 4000];
@@ -565,7 +640,7 @@ mod tests {
             buf.next_request().unwrap().is_some(),
             "the POST, body all here"
         );
-        feed(&mut buf, b"GET / HTTP/1.1\r\n\r\n");
+        feed(&mut buf, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         assert!(buf.next_request().unwrap().is_some());
     }
 
@@ -582,7 +657,10 @@ mod tests {
         assert_eq!(buf.next_request(), Err(HttpError::Malformed));
 
         let mut buf = RequestBuffer::new();
-        feed(&mut buf, b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n");
+        feed(
+            &mut buf,
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n",
+        );
         assert_eq!(buf.next_request(), Err(HttpError::Malformed));
 
         let mut buf = RequestBuffer::new();
@@ -629,8 +707,11 @@ mod tests {
             .contains("\r\nConnection: keep-alive\r\n"));
         for error in [
             HttpError::Malformed,
+            HttpError::MethodNotAllowed,
+            HttpError::UriTooLong,
             HttpError::HeadTooLarge,
             HttpError::NotImplemented,
+            HttpError::VersionNotSupported,
             HttpError::Timeout,
         ] {
             let t = text(error.response(Headers::Standard));
@@ -661,8 +742,8 @@ mod tests {
     #[test]
     fn close_wins_in_any_connection_token_list() {
         for input in [
-            &b"GET / HTTP/1.1\r\nConnection: close, keep-alive\r\n\r\n"[..],
-            b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+            &b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close, keep-alive\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, close\r\n\r\n",
             b"GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n",
             b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
         ] {
@@ -678,14 +759,183 @@ mod tests {
         let mut buf = RequestBuffer::new();
         feed(
             &mut buf,
-            b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123",
         );
         assert_eq!(buf.next_request(), Ok(None));
         assert_eq!(buf.reading(), Reading::Body);
-        feed(&mut buf, b"456789GET / HTTP/1.1\r\n\r\n");
+        feed(&mut buf, b"456789GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         assert!(buf.next_request().unwrap().is_some(), "the POST");
         assert!(buf.next_request().unwrap().is_some(), "the GET after it");
         assert_eq!(buf.reading(), Reading::Idle);
+    }
+
+    /// The outcome of one head: the request (and its body length), or the refusal.
+    fn outcome(input: &[u8]) -> Result<Option<Request>, HttpError> {
+        let mut buf = RequestBuffer::new();
+        feed(&mut buf, input);
+        buf.next_request()
+    }
+
+    #[test]
+    fn framing_refusals_by_the_rfcs() {
+        use HttpError::*;
+        let cases: [(&[u8], HttpError); 16] = [
+            (
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\xc2\xa0\r\n\r\n",
+                Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\xc2\x85\r\n\r\n",
+                Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: \xe3\x80\x805\r\n\r\n",
+                Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                Malformed,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\n",
+                Malformed,
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", Malformed),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Malformed),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Malformed),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Malformed),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", Malformed),
+            (
+                b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+                MethodNotAllowed,
+            ),
+            (b"PUT / HTTP/1.1\r\nHost: t\r\n\r\n", MethodNotAllowed),
+            (b"BREW / HTTP/1.1\r\nHost: t\r\n\r\n", NotImplemented),
+            (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", VersionNotSupported),
+            (b"GET / HTTP/1.10\r\nHost: t\r\n\r\n", Malformed),
+            (
+                b"GET / HTTP/1.1\r\nHost: t\r\nConnection:\x0bclose\r\n\r\n",
+                Malformed,
+            ),
+        ];
+        for (input, error) in cases {
+            assert_eq!(
+                outcome(input),
+                Err(error),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn framing_acceptances_by_the_rfcs() {
+        let served: [&[u8]; 6] = [
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\t127.0.0.1:80 \t\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length:\t0\t\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection:\tclose\t\r\n\r\n",
+        ];
+        for input in served {
+            assert!(
+                outcome(input).unwrap().is_some(),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Versions 1.2 to 1.9 are served as 1.1, pipelined or split.
+        let mut buf = RequestBuffer::new();
+        feed(&mut buf, b"GET / HTTP/1.2\r\nHost: t\r\n\r\nGET / HTTP/1.");
+        let first = buf.next_request().unwrap().unwrap();
+        assert!(first.keep_alive && !first.http10);
+        assert_eq!(buf.next_request(), Ok(None));
+        feed(&mut buf, b"9\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let second = buf.next_request().unwrap().unwrap();
+        assert!(!second.keep_alive && !second.http10);
+        // HTTP/2.0 split before its line ends: the answer waits for the line.
+        let mut buf = RequestBuffer::new();
+        feed(&mut buf, b"GET / HTTP/2.0");
+        assert_eq!(buf.next_request(), Ok(None));
+        feed(&mut buf, b"\r\n");
+        assert_eq!(buf.next_request(), Err(HttpError::VersionNotSupported));
+    }
+
+    #[test]
+    fn a_long_target_is_414_and_long_fields_431() {
+        let mut target = b"GET /".to_vec();
+        target.resize(MAX_HEAD, b'a');
+        assert_eq!(outcome(&target), Err(HttpError::UriTooLong));
+        let mut fields = b"GET / HTTP/1.1\r\nHost: t\r\nX: ".to_vec();
+        fields.resize(MAX_HEAD, b'a');
+        assert_eq!(outcome(&fields), Err(HttpError::HeadTooLarge));
+    }
+
+    #[test]
+    fn any_number_of_fields_within_the_head_limit_is_served() {
+        for count in [63, 64, 65, 500, 2000] {
+            let mut input = b"GET / HTTP/1.1\r\n".to_vec();
+            for _ in 0..count {
+                input.extend_from_slice(b"a:\r\n");
+            }
+            input.extend_from_slice(b"Host: t\r\nConnection: close\r\n\r\n");
+            let request = outcome(&input).unwrap().unwrap();
+            assert!(
+                !request.keep_alive,
+                "{count} fields: the last ones read too"
+            );
+        }
+        let mut shortest = b"GET / HTTP/1.1\nHost: t\n".to_vec();
+        while shortest.len() + 4 < MAX_HEAD {
+            shortest.extend_from_slice(b"a:\n");
+        }
+        shortest.push(b'\n');
+        assert!(
+            outcome(&shortest).unwrap().is_some(),
+            "the most fields 8 KiB can hold"
+        );
+    }
+
+    #[test]
+    fn expect_100_continue_is_owed_only_before_a_body_starts() {
+        let head =
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
+        let mut buf = RequestBuffer::new();
+        feed(&mut buf, head);
+        assert_eq!(buf.next_request(), Ok(None));
+        assert!(buf.take_continue(), "owed once");
+        assert!(!buf.take_continue(), "and only once");
+        feed(&mut buf, b"abc");
+        assert!(buf.next_request().unwrap().is_some());
+        // The body came with the head, no body at all, or HTTP/1.0: none owed.
+        for input in [
+            &[&head[..], b"abc"].concat()[..],
+            b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+            b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        ] {
+            let mut buf = RequestBuffer::new();
+            feed(&mut buf, input);
+            let _ = buf.next_request();
+            assert!(!buf.take_continue(), "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn the_allow_header_lists_what_is_served() {
+        let date = DateCache::fixed(b"Sun, 06 Nov 1994 08:49:37 GMT");
+        let text = String::from_utf8(
+            HttpError::MethodNotAllowed
+                .response(Headers::Standard)
+                .to_bytes(&date),
+        )
+        .unwrap();
+        let allow = format!("\r\nAllow: {}\r\n", crate::framing::ALLOWED_METHODS);
+        assert!(text.contains(&allow), "{text}");
+        for method in crate::framing::ALLOWED_METHODS.split(", ") {
+            let input = format!("{method} / HTTP/1.1\r\nHost: t\r\n\r\n");
+            assert!(outcome(input.as_bytes()).unwrap().is_some(), "{method}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod buffers;
 pub mod cli;
 pub mod connection;
 pub mod date;
+pub mod framing;
 pub mod http;
 pub mod listener;
 pub mod nonblocking;

@@ -354,7 +354,9 @@ mod tests {
             "nothing sent yet"
         );
         assert!(!http.holds_buffers(), "a read that found nothing kept none");
-        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         let start = Instant::now();
         while !read_once(&mut server, &mut http, &mut pool, now).unwrap() {
             assert!(
@@ -391,7 +393,7 @@ mod tests {
         let mut pool = BufferPool::new();
         let mut http = Connection::pooled(config, now);
         // Pipelined requests until the client's receive buffer (never read) is full.
-        let request = b"GET / HTTP/1.1\r\n\r\n";
+        let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
         let mut steps = Vec::new();
         for _ in 0..100_000 {
             let step = advance(&mut server, &mut http, &mut pool, now, &date);
@@ -484,7 +486,13 @@ mod tests {
         assert!(!conns.get(token).unwrap().http.holds_buffers(), "a new one");
         assert_eq!(conns.pool().made(), 0, "nothing lent before bytes came");
         for _ in 0..200 {
-            exchange(&mut conns, token, &mut client, b"GET / HTTP/1.1\r\n\r\n", 1);
+            exchange(
+                &mut conns,
+                token,
+                &mut client,
+                b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+                1,
+            );
             assert!(!conns.get(token).unwrap().http.holds_buffers());
         }
         // A sweep over an idle connection lends nothing.
@@ -511,7 +519,13 @@ mod tests {
             conns.get(token).unwrap().http.holds_buffers(),
             "half a request is kept"
         );
-        let answer = exchange(&mut conns, token, &mut client, b"TP/1.1\r\n\r\n", 1);
+        let answer = exchange(
+            &mut conns,
+            token,
+            &mut client,
+            b"TP/1.1\r\nHost: t\r\n\r\n",
+            1,
+        );
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(!conns.get(token).unwrap().http.holds_buffers());
     }
@@ -519,7 +533,7 @@ mod tests {
     #[test]
     fn a_pipelined_burst_is_answered_in_full_and_the_buffers_go_back() {
         let (_listener, mut client, mut conns, token) = table_of_one();
-        let burst = b"GET / HTTP/1.1\r\n\r\n".repeat(100);
+        let burst = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(100);
         let answers = exchange(&mut conns, token, &mut client, &burst, 100);
         assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 100);
         assert!(!conns.get(token).unwrap().http.holds_buffers());
