@@ -46,22 +46,22 @@ pub(crate) fn interpret(parsed: &httparse::Request<'_, '_>) -> Result<Head, Http
     let mut body: Option<u64> = None;
     let mut hosts = 0;
     for header in parsed.headers.iter() {
-        let (name, value) = (header.name.as_bytes(), trim_ows(header.value));
+        let (name, value) = (header.name.as_bytes(), || trim_ows(header.value));
         // The length first: one comparison for most headers, which the server ignores.
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 // RFC 9112 3.2: more than one, or an invalid one, is 400.
                 hosts += 1;
-                if hosts > 1 || !valid_host(value) {
+                if hosts > 1 || !valid_host(value()) {
                     return Err(HttpError::Malformed);
                 }
             }
             6 if name.eq_ignore_ascii_case(b"expect") => {
-                expects_continue |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"100-continue"));
+                expects_continue |= tokens(value()).any(|t| t.eq_ignore_ascii_case(b"100-continue"));
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 // RFC 9112 9.3 and 9.6: `close` anywhere in any Connection header wins.
-                for token in tokens(value) {
+                for token in tokens(value()) {
                     close |= token.eq_ignore_ascii_case(b"close");
                     asked_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
@@ -72,7 +72,7 @@ pub(crate) fn interpret(parsed: &httparse::Request<'_, '_>) -> Result<Head, Http
                 if body.is_some() {
                     return Err(HttpError::Malformed);
                 }
-                body = Some(content_length(value).ok_or(HttpError::Malformed)?);
+                body = Some(content_length(value()).ok_or(HttpError::Malformed)?);
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 return Err(HttpError::NotImplemented)
