@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// The framing oracle over everything the connection wrote.
 fn check(input: &[u8], mut out: &[u8]) {
+    let first_refused = first_head_must_be_refused(input);
     let asked_continue = contains_ignoring_case(input, b"100-continue");
     let request_lines = input.windows(7).filter(|w| w == b" HTTP/1").count();
     let mut served = 0;
@@ -63,6 +64,9 @@ fn check(input: &[u8], mut out: &[u8]) {
             .and_then(|code| code.parse().ok())
             .unwrap_or_else(|| panic!("a status line: {head:?}"));
         out = &out[end + 4..];
+        if first_refused && served == 0 && status != 100 {
+            assert_ne!(status, 200, "the first head must be refused");
+        }
         if status == 100 {
             assert!(asked_continue, "a 100 nobody asked for");
             assert_eq!(head, "HTTP/1.1 100 Continue");
@@ -88,6 +92,34 @@ fn check(input: &[u8], mut out: &[u8]) {
         }
     }
     assert!(served <= request_lines, "{served} answers to {request_lines} request lines");
+}
+
+/// True when the first head (through its empty line, CRLF line ends only) is one a strict
+/// reading refuses, whatever else is wrong with it: a `Content-Length` with a byte other than
+/// a digit, SP or HTAB in its value, two `Content-Length` lines, or a `CONNECT`. Its answer
+/// is then never a 200, which is what a server that guessed the framing would send.
+fn first_head_must_be_refused(input: &[u8]) -> bool {
+    let Some(end) = input.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = &input[..end];
+    // Only heads with CRLF line ends: a bare LF would end the head sooner than this reads it.
+    if head.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+        return false;
+    }
+    let mut lines = head.split(|&b| b == b'\n');
+    let connect = lines.next().is_some_and(|line| line.starts_with(b"CONNECT "));
+    let lengths: Vec<&[u8]> = lines
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            line[..colon]
+                .eq_ignore_ascii_case(b"content-length")
+                .then(|| &line[colon + 1..])
+        })
+        .collect();
+    let bad_value = |v: &&[u8]| v.iter().any(|&b| !(b.is_ascii_digit() || b == b' ' || b == b'\t'));
+    connect || lengths.len() > 1 || lengths.iter().any(bad_value)
 }
 
 fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {

@@ -726,6 +726,35 @@ mod tests {
         conn.read(5, t);
         assert!(matches!(conn.next(t, &date), Action::Write { .. }));
         assert!(String::from_utf8_lossy(conn.to_write()).starts_with("HTTP/1.1 200 OK"));
+        // Pipelined behind a GET: the GET's answer first, then the 100 (the body comes in a
+        // later read). A HEAD with a body is the same. A body that came in the same read as
+        // its head is owed no 100.
+        let head_as_head = [&b"HEAD"[..], &head[4..]].concat();
+        let cases: [(Vec<u8>, bool, &[&str]); 3] = [
+            (
+                [GET, head].concat(),
+                true,
+                &["200 OK", "100 Continue", "200 OK"],
+            ),
+            (head_as_head, true, &["100 Continue", "200 OK"]),
+            (head.to_vec(), false, &["200 OK"]),
+        ];
+        for (mut input, body_later, expected) in cases {
+            input.extend_from_slice(b"hello");
+            let reads = if body_later {
+                [input.len() - 5, 5]
+            } else {
+                [input.len(), 1]
+            };
+            let mut conn = Connection::new(config(), t);
+            let run = drive(&mut conn, &input, &reads, 4096);
+            assert_eq!(
+                answers(&run.written),
+                expected,
+                "{}",
+                String::from_utf8_lossy(&input)
+            );
+        }
         // A head refused at once gets its final answer, not a 100.
         let mut refused = Connection::new(config(), t);
         let bad = b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";

@@ -1,7 +1,7 @@
 //! What a request head may say, by RFC 9110 and 9112, read on the bytes: which methods and
 //! versions are served, and how `Content-Length`, `Host`, `Connection`, `Transfer-Encoding`
 //! and `Expect` are read. [`crate::http::RequestBuffer`] hands every complete head that
-//! `httparse` accepted to [`interpret`], and asks [`version`] when `httparse` refused the
+//! `httparse` accepted to `interpret`, and asks `version` when `httparse` refused the
 //! version. docs/http.md lists every rule beside nginx's answer to the same bytes.
 //!
 //! Why on the bytes: two parsers that disagree on where a body ends are a request-smuggling
@@ -21,47 +21,54 @@ pub(crate) struct Head {
     pub(crate) expects_continue: bool,
 }
 
-/// The methods the servers answer; every other one is refused (405 with this list in `Allow`,
-/// or 501 when the method is not one of RFC 9110's).
+/// The methods the servers answer; every other one is refused: 405 with this list in `Allow`
+/// for the methods of RFC 9110 and `PATCH` (RFC 5789), 501 for any other. The answers in
+/// [`crate::http`] spell the list out (their bytes are `concat!`ed literals); a test holds
+/// the two to the same text.
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST";
 
 /// Reads what the server needs out of a head `httparse` accepted.
 ///
 /// # Errors
 /// The [`HttpError`] to answer: 400 for a bad `Content-Length` or `Host` (or a missing
-/// `Host` on HTTP/1.1), 405 or 501 for a method not served, 501 for `Transfer-Encoding`.
+/// `Host` on HTTP/1.1), 405 or 501 (both with `Allow`) for a method not served, 501 for
+/// `Transfer-Encoding`.
 pub(crate) fn interpret(parsed: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
     let head_only = match parsed.method.unwrap_or_default() {
         "GET" | "POST" => false,
         "HEAD" => true,
         // RFC 9110 9.3.6: a 2xx to CONNECT turns the connection into a tunnel; the others
-        // would be answered as if they were a GET. Known methods are 405, the rest 501 (15.6.2).
+        // would be answered as if they were a GET. Known methods (RFC 9110's, and RFC 5789's
+        // PATCH) are 405, any other 501 (RFC 9110 15.6.2).
         "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => {
             return Err(HttpError::MethodNotAllowed)
         }
-        _ => return Err(HttpError::NotImplemented),
+        _ => return Err(HttpError::UnknownMethod),
     };
     let http10 = parsed.version == Some(0);
     let (mut close, mut asked_keep_alive, mut expects_continue) = (false, false, false);
     let mut body: Option<u64> = None;
     let mut hosts = 0;
     for header in parsed.headers.iter() {
-        let (name, value) = (header.name.as_bytes(), || trim_ows(header.value));
+        // `httparse` already drops SP and HTAB around a value; trimming again costs nothing
+        // and keeps the rule here, where it is read. Only the fields read are trimmed.
+        let (name, trimmed) = (header.name.as_bytes(), || trim_ows(header.value));
         // The length first: one comparison for most headers, which the server ignores.
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 // RFC 9112 3.2: more than one, or an invalid one, is 400.
                 hosts += 1;
-                if hosts > 1 || !valid_host(value()) {
+                if hosts > 1 || !valid_host(trimmed()) {
                     return Err(HttpError::Malformed);
                 }
             }
             6 if name.eq_ignore_ascii_case(b"expect") => {
-                expects_continue |= tokens(value()).any(|t| t.eq_ignore_ascii_case(b"100-continue"));
+                expects_continue |=
+                    tokens(trimmed()).any(|t| t.eq_ignore_ascii_case(b"100-continue"));
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 // RFC 9112 9.3 and 9.6: `close` anywhere in any Connection header wins.
-                for token in tokens(value()) {
+                for token in tokens(trimmed()) {
                     close |= token.eq_ignore_ascii_case(b"close");
                     asked_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
@@ -72,7 +79,7 @@ pub(crate) fn interpret(parsed: &httparse::Request<'_, '_>) -> Result<Head, Http
                 if body.is_some() {
                     return Err(HttpError::Malformed);
                 }
-                body = Some(content_length(value()).ok_or(HttpError::Malformed)?);
+                body = Some(content_length(trimmed()).ok_or(HttpError::Malformed)?);
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 return Err(HttpError::NotImplemented)
@@ -171,36 +178,54 @@ pub(crate) enum Version {
     NotSupported,
     /// The request line has not ended yet: wait for more bytes.
     Incomplete,
-    /// Anything else (`HTTP/1.10`, `HTTP/0.9`, `XTTP/1.1`): 400.
+    /// Anything else (`HTTP/0.9`, `HTTP/2`, `XTTP/1.1`): 400. (`HTTP/1.10` never comes here:
+    /// `httparse` accepts `HTTP/1.1`, then refuses the `0` where the line should end.)
     Malformed,
 }
 
 /// Looks at the version of the request line at the start of `bytes` (after the empty lines
-/// RFC 9112 2.2 lets a server ignore): `method SP target SP version`.
+/// RFC 9112 2.2 lets a server ignore): `method SP target SP version`. `httparse` has accepted
+/// the method and the target, so the version is what follows the second space.
 pub(crate) fn version(bytes: &[u8]) -> Version {
     let start = bytes
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(bytes.len());
-    let Some(len) = bytes[start..].iter().position(|&b| b == b'\n') else {
-        return Version::Incomplete;
-    };
-    let line = &bytes[start..start + len];
+    let rest = &bytes[start..];
+    let line_len = rest.iter().position(|&b| b == b'\n');
+    let line = &rest[..line_len.unwrap_or(rest.len())];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Some(at) = line
-        .iter()
-        .enumerate()
-        .filter(|(_, &b)| b == b' ')
-        .nth(1)
-        .map(|(i, _)| i + 1)
-    else {
+    let space = |from: usize| {
+        line[from..]
+            .iter()
+            .position(|&b| b == b' ')
+            .map(|i| from + i)
+    };
+    let Some(second) = space(0).and_then(|first| space(first + 1)) else {
         return Version::Malformed;
     };
-    match &line[at..] {
-        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] => Version::Patch(start + at + 7),
-        [b'H', b'T', b'T', b'P', b'/', b'2'..=b'9', b'.', b'0'..=b'9'] => Version::NotSupported,
+    let token = &line[second + 1..];
+    // The digit after `HTTP/1.`: where a patch goes.
+    let minor = start + second + 1 + b"HTTP/1.".len();
+    match (token, line_len.is_some()) {
+        (&[b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'], true) => Version::Patch(minor),
+        (&[b'H', b'T', b'T', b'P', b'/', b'2'..=b'9', b'.', b'0'..=b'9'], true) => {
+            Version::NotSupported
+        }
+        // Not ended yet: wait only while the bytes so far can still become `HTTP/d.d`.
+        (_, false) if could_become_a_version(token) => Version::Incomplete,
         _ => Version::Malformed,
     }
+}
+
+/// True when `token` is a beginning of `HTTP/` DIGIT `.` DIGIT.
+fn could_become_a_version(token: &[u8]) -> bool {
+    const SHAPE: &[u8] = b"HTTP/d.d";
+    token.len() <= SHAPE.len()
+        && token.iter().zip(SHAPE).all(|(&b, &want)| match want {
+            b'd' => b.is_ascii_digit(),
+            _ => b == want,
+        })
 }
 
 /// True when the request line at the start of `bytes` has ended (a `\n` after any leading
@@ -285,6 +310,10 @@ mod tests {
         assert_eq!(version(b"\r\nGET /a HTTP/1.9\n"), Version::Patch(16));
         assert_eq!(version(b"GET / HTTP/2.0\r\n\r\n"), Version::NotSupported);
         assert_eq!(version(b"GET / HTTP/2.0"), Version::Incomplete);
+        assert_eq!(version(b"GET / HTTP/2."), Version::Incomplete);
+        // A line that has not ended but can no longer become a version is refused at once.
+        assert_eq!(version(b"GET / XTTP"), Version::Malformed);
+        assert_eq!(version(b"GET / HTTP/1.12"), Version::Malformed);
         for bad in [
             &b"GET / HTTP/1.10\r\n"[..],
             b"GET / HTTP/0.9\r\n",

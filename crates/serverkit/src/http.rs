@@ -15,11 +15,13 @@
 //! answering a request copies bytes and formats nothing.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use crate::date::{DateCache, DATE_LEN};
 use crate::framing::{self, Head, Version};
 
-/// Largest request head accepted; a longer one is answered `431` and the connection closed.
+/// Largest request head accepted; a longer one is answered `414` (its request line had not
+/// ended) or `431` (its fields had not), and the connection closed.
 pub const MAX_HEAD: usize = 8192;
 
 /// The body every workload answers with.
@@ -175,9 +177,10 @@ pub enum HttpError {
     UriTooLong,
     /// A request head over [`MAX_HEAD`] bytes (431).
     HeadTooLarge,
-    /// Valid HTTP this server does not implement: chunked request bodies, a method that is not
-    /// one of RFC 9110's (501).
+    /// Valid HTTP this server does not implement: chunked request bodies (501).
     NotImplemented,
+    /// A method neither RFC 9110 nor RFC 5789 defines (501, with `Allow`).
+    UnknownMethod,
     /// A major version other than 1, such as `HTTP/2.0` on an HTTP/1 connection (505).
     VersionNotSupported,
     /// The client took longer than the read timeout to send its request head (408).
@@ -224,6 +227,13 @@ impl HttpError {
                         "501 Not Implemented",
                         "16",
                         "not implemented\n",
+                        "Connection: close"
+                    ),
+                    HttpError::UnknownMethod => response!(
+                        $headers,
+                        "501 Not Implemented",
+                        "15",
+                        "unknown method\n",
                         "Allow: GET, HEAD, POST",
                         "Connection: close"
                     ),
@@ -259,6 +269,7 @@ impl fmt::Display for HttpError {
             HttpError::UriTooLong => "request target too long",
             HttpError::HeadTooLarge => "request head too large",
             HttpError::NotImplemented => "not implemented",
+            HttpError::UnknownMethod => "unknown method",
             HttpError::VersionNotSupported => "HTTP version not supported",
             HttpError::Timeout => "request timeout",
         };
@@ -411,6 +422,8 @@ impl RequestBuffer {
             Err(Refusal::TooManyFields) => return Err(HttpError::HeadTooLarge),
             Err(Refusal::Version) => match framing::version(bytes) {
                 Version::Patch(at) => {
+                    // The minor digit of this head's own request line, which has ended: no
+                    // other request's bytes change, and the parse again accepts the version.
                     self.bytes[self.start + at] = b'1';
                     return self.next_request();
                 }
@@ -442,27 +455,42 @@ enum Refusal {
 }
 
 /// Parses the head at the start of `bytes`: its length and what it asks, `None` if it has not
-/// ended. Fields go into an array on the stack; a head with more than fit is parsed again into
-/// one on the heap (rare: a head of many tiny fields), so the only limit is [`MAX_HEAD`].
+/// ended. Fields go into an array on the stack, left uninitialised (`httparse` writes only
+/// the fields it finds, so a request pays for none it does not have). A head with more fields
+/// than fit is parsed again, once it has ended, into an array on the heap sized for the most
+/// its bytes can hold (rare: a head of many tiny fields), so the only limit is [`MAX_HEAD`].
 fn parse_head(bytes: &[u8]) -> Result<Option<(usize, Head)>, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; INLINE_HEADERS];
+    let mut headers = [const { MaybeUninit::uninit() }; INLINE_HEADERS];
     match parse_into(bytes, &mut headers) {
-        // The shortest field line is 3 bytes (`a:` and LF).
-        Err(Refusal::TooManyFields) => parse_into(
-            bytes,
-            &mut vec![httparse::EMPTY_HEADER; bytes.len() / 3 + 1],
-        ),
+        // Until then each read would pay for the heap array again: wait for the empty line.
+        Err(Refusal::TooManyFields) if !head_ended(bytes) && bytes.len() < MAX_HEAD => Ok(None),
+        Err(Refusal::TooManyFields) => {
+            // The shortest field line is 3 bytes (`a:` and LF).
+            let mut many = Vec::with_capacity(bytes.len() / 3 + 1);
+            parse_into(bytes, many.spare_capacity_mut())
+        }
         other => other,
     }
+}
+
+/// True once `bytes` hold the empty line that ends a head (after any empty lines before the
+/// request line; line ends CRLF or LF).
+fn head_ended(bytes: &[u8]) -> bool {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(bytes.len());
+    let head = &bytes[start..];
+    head.windows(2).any(|w| w == b"\n\n") || head.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// One `httparse` pass over `bytes` into `headers`, then [`framing::interpret`].
 fn parse_into<'b>(
     bytes: &'b [u8],
-    headers: &mut [httparse::Header<'b>],
+    headers: &mut [MaybeUninit<httparse::Header<'b>>],
 ) -> Result<Option<(usize, Head)>, Refusal> {
-    let mut parsed = httparse::Request::new(headers);
-    match parsed.parse(bytes) {
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(bytes, headers) {
         Ok(httparse::Status::Complete(len)) => framing::interpret(&parsed)
             .map(|head| Some((len, head)))
             .map_err(Refusal::Answer),
@@ -711,6 +739,7 @@ mod tests {
             HttpError::UriTooLong,
             HttpError::HeadTooLarge,
             HttpError::NotImplemented,
+            HttpError::UnknownMethod,
             HttpError::VersionNotSupported,
             HttpError::Timeout,
         ] {
@@ -769,7 +798,7 @@ mod tests {
         assert_eq!(buf.reading(), Reading::Idle);
     }
 
-    /// The outcome of one head: the request (and its body length), or the refusal.
+    /// The outcome of one head: the request (`None` until it is whole), or the refusal.
     fn outcome(input: &[u8]) -> Result<Option<Request>, HttpError> {
         let mut buf = RequestBuffer::new();
         feed(&mut buf, input);
@@ -810,7 +839,7 @@ mod tests {
                 MethodNotAllowed,
             ),
             (b"PUT / HTTP/1.1\r\nHost: t\r\n\r\n", MethodNotAllowed),
-            (b"BREW / HTTP/1.1\r\nHost: t\r\n\r\n", NotImplemented),
+            (b"BREW / HTTP/1.1\r\nHost: t\r\n\r\n", UnknownMethod),
             (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", VersionNotSupported),
             (b"GET / HTTP/1.10\r\nHost: t\r\n\r\n", Malformed),
             (
@@ -860,6 +889,8 @@ mod tests {
         assert_eq!(buf.next_request(), Ok(None));
         feed(&mut buf, b"\r\n");
         assert_eq!(buf.next_request(), Err(HttpError::VersionNotSupported));
+        // Not a version, line not ended: refused without waiting for the rest of the line.
+        assert_eq!(outcome(b"GET / XTTP/1.1"), Err(HttpError::Malformed));
     }
 
     #[test]
@@ -922,16 +953,27 @@ mod tests {
     }
 
     #[test]
+    fn many_fields_trickled_in_are_parsed_into_the_heap_once_the_head_ends() {
+        let mut buf = RequestBuffer::new();
+        feed(&mut buf, b"GET / HTTP/1.1\r\nHost: t\r\n");
+        for _ in 0..100 {
+            feed(&mut buf, b"a:\r\n");
+            assert_eq!(buf.next_request(), Ok(None), "no head yet");
+        }
+        feed(&mut buf, b"\r\n");
+        assert!(buf.next_request().unwrap().is_some());
+    }
+
+    #[test]
     fn the_allow_header_lists_what_is_served() {
         let date = DateCache::fixed(b"Sun, 06 Nov 1994 08:49:37 GMT");
-        let text = String::from_utf8(
-            HttpError::MethodNotAllowed
-                .response(Headers::Standard)
-                .to_bytes(&date),
-        )
-        .unwrap();
         let allow = format!("\r\nAllow: {}\r\n", crate::framing::ALLOWED_METHODS);
-        assert!(text.contains(&allow), "{text}");
+        for error in [HttpError::MethodNotAllowed, HttpError::UnknownMethod] {
+            for headers in [Headers::Standard, Headers::Minimal] {
+                let text = String::from_utf8(error.response(headers).to_bytes(&date)).unwrap();
+                assert!(text.contains(&allow), "{text}");
+            }
+        }
         for method in crate::framing::ALLOWED_METHODS.split(", ") {
             let input = format!("{method} / HTTP/1.1\r\nHost: t\r\n\r\n");
             assert!(outcome(input.as_bytes()).unwrap().is_some(), "{method}");

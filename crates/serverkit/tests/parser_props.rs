@@ -237,6 +237,8 @@ proptest! {
         let trimmed = &value[start..end];
         let digits = !trimmed.is_empty() && trimmed.iter().all(u8::is_ascii_digit);
         let length: u64 = if digits { std::str::from_utf8(trimmed).unwrap().parse().unwrap() } else { 0 };
+        // Long lengths would only feed long bodies in small chunks: they teach nothing more.
+        prop_assume!(length <= 20_000);
         // The body itself, then a follow-up request: both must come out when the value is valid.
         if digits {
             input.extend(std::iter::repeat_n(b'x', length as usize));

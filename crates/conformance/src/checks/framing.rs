@@ -90,7 +90,8 @@ pub fn host_is_required_once_and_valid(bin: &str, _: Model) {
 }
 
 /// `CONNECT` (a 2xx would open a tunnel, RFC 9110 9.3.6) and the other methods the servers do
-/// not serve get `405` with `Allow`, then close; a method RFC 9110 does not know gets `501`.
+/// not serve get `405` with `Allow`, then close; a method no RFC defines gets `501` with
+/// `Allow`.
 pub fn methods_not_served_get_405_with_allow(bin: &str, _: Model) {
     let server = Server::start(bin, &[]);
     for request in [
@@ -101,7 +102,8 @@ pub fn methods_not_served_get_405_with_allow(bin: &str, _: Model) {
         let response = refused(&server, request, 405);
         assert_eq!(response.header("allow"), Some("GET, HEAD, POST"));
     }
-    refused(&server, b"BREW / HTTP/1.1\r\nHost: test\r\n\r\n", 501);
+    let response = refused(&server, b"BREW / HTTP/1.1\r\nHost: test\r\n\r\n", 501);
+    assert_eq!(response.header("allow"), Some("GET, HEAD, POST"));
 }
 
 /// `Expect: 100-continue` with a body not yet sent: `HTTP/1.1 100 Continue` at once, then the
