@@ -57,7 +57,8 @@ pub(crate) fn interpret(parsed: &httparse::Request<'_, '_>) -> Result<Head, Http
                 }
             }
             6 if name.eq_ignore_ascii_case(b"expect") => {
-                expects_continue |= tokens(value()).any(|t| t.eq_ignore_ascii_case(b"100-continue"));
+                expects_continue |=
+                    tokens(value()).any(|t| t.eq_ignore_ascii_case(b"100-continue"));
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 // RFC 9112 9.3 and 9.6: `close` anywhere in any Connection header wins.
