@@ -55,6 +55,10 @@ pub struct Conn<W> {
     pub http: Connection,
     /// What it waits for, as [`Conns::advance`] last left it.
     pub waiting: Waiting,
+    /// When that wait for its socket ends (its read, idle or write deadline), as
+    /// [`Conns::advance`] last left it; `None` while it waits for its `delay` timer. A loop
+    /// that keeps the deadlines in a heap (epoll) reads it here.
+    pub deadline: Option<Instant>,
     /// What the model keeps beside it for its wait (epoll: the interest registered; poll: the
     /// index of its `pollfd`; nothing for select and the busy loop).
     pub watch: W,
@@ -115,6 +119,7 @@ impl<W> Conns<W> {
             token,
             http: Connection::pooled(self.config, now),
             waiting: Waiting::Readable,
+            deadline: None,
             watch,
         });
         self.open += 1;
@@ -154,7 +159,9 @@ impl<W> Conns<W> {
     /// The loop arms a timer for [`Step::Delay`] and closes on [`Step::Close`].
     pub fn advance(&mut self, token: u64, now: Instant, date: &DateCache) -> Option<Step> {
         let conn = find(&mut self.slots, token)?;
-        let step = advance(&mut conn.stream, &mut conn.http, &mut self.pool, now, date);
+        let (step, deadline) =
+            advance_to_deadline(&mut conn.stream, &mut conn.http, &mut self.pool, now, date);
+        conn.deadline = deadline;
         conn.waiting = match step {
             Step::Readable => Waiting::Readable,
             Step::Writable => Waiting::Writable,
@@ -278,20 +285,33 @@ pub fn advance(
     now: Instant,
     date: &DateCache,
 ) -> Step {
+    advance_to_deadline(stream, http, pool, now, date).0
+}
+
+/// [`advance`], and the deadline of the wait it ends in (for [`Step::Readable`] and
+/// [`Step::Writable`]).
+fn advance_to_deadline(
+    stream: &mut TcpStream,
+    http: &mut Connection,
+    pool: &mut BufferPool,
+    now: Instant,
+    date: &DateCache,
+) -> (Step, Option<Instant>) {
     loop {
         match http.next_lent(now, date, pool) {
-            Action::Read { .. } => return Step::Readable,
-            Action::Write { .. } => match stream.write(http.to_write()) {
+            Action::Read { deadline } => return (Step::Readable, Some(deadline)),
+            Action::Write { deadline } => match stream.write(http.to_write()) {
                 Ok(n) => {
                     http.wrote(n, now);
                     if !http.to_write().is_empty() {
-                        return Step::Writable; // the socket took only part
+                        // The socket took only part.
+                        return (Step::Writable, Some(deadline));
                     }
                 }
-                Err(e) if would_block(&e) => return Step::Writable,
-                Err(_) => return Step::Close, // EPIPE, reset: the client is gone
+                Err(e) if would_block(&e) => return (Step::Writable, Some(deadline)),
+                Err(_) => return (Step::Close, None), // EPIPE, reset: the client is gone
             },
-            Action::Work(Workload::Delay(d)) => return Step::Delay(d),
+            Action::Work(Workload::Delay(d)) => return (Step::Delay(d), None),
             Action::Work(workload) => {
                 if let Workload::Cpu(d) = workload {
                     burn_cpu(d);
@@ -301,7 +321,7 @@ pub fn advance(
             Action::CloseWrite => {
                 let _ = stream.shutdown(Shutdown::Write);
             }
-            Action::Close => return Step::Close,
+            Action::Close => return (Step::Close, None),
         }
     }
 }
