@@ -210,11 +210,13 @@ impl EventLoop {
         // A `cpu` cost is paid in there: every other connection waits meanwhile (the lesson).
         // `Step` is what this turn ended on; the connection's `waiting` keeps it for later
         // turns (a `delay` under way, a half-done write).
-        match self.conns.advance(token, now, &self.date) {
-            None => return,
-            Some(Step::Delay(d)) => self.timers.add(Instant::now() + d, token),
-            Some(Step::Close) => return self.close(token),
-            Some(Step::Readable | Step::Writable) => {}
+        let Some((step, deadline)) = self.conns.advance_to_deadline(token, now, &self.date) else {
+            return;
+        };
+        match step {
+            Step::Delay(d) => self.timers.add(Instant::now() + d, token),
+            Step::Close => return self.close(token),
+            Step::Readable | Step::Writable => {}
         }
         let Some(conn) = self.conns.get(token) else {
             return;
@@ -222,7 +224,7 @@ impl EventLoop {
         // A deadline earlier than its entry in the heap (a new connection; the read timeout
         // of a request begun while idle) needs an entry of its own; a later one (the next
         // idle wait of a kept-alive connection) waits for the old entry to come due.
-        if let Some(deadline) = conn.deadline {
+        if let Some(deadline) = deadline {
             if conn.watch.due.is_none_or(|due| deadline < due) {
                 self.deadlines.add(deadline, token);
                 conn.watch.due = Some(deadline);

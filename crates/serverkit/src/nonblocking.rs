@@ -55,10 +55,6 @@ pub struct Conn<W> {
     pub http: Connection,
     /// What it waits for, as [`Conns::advance`] last left it.
     pub waiting: Waiting,
-    /// When that wait for its socket ends (its read, idle or write deadline), as
-    /// [`Conns::advance`] last left it; `None` while it waits for its `delay` timer. A loop
-    /// that keeps the deadlines in a heap (epoll) reads it here.
-    pub deadline: Option<Instant>,
     /// What the model keeps beside it for its wait (epoll: the interest registered; poll: the
     /// index of its `pollfd`; nothing for select and the busy loop).
     pub watch: W,
@@ -119,7 +115,6 @@ impl<W> Conns<W> {
             token,
             http: Connection::pooled(self.config, now),
             waiting: Waiting::Readable,
-            deadline: None,
             watch,
         });
         self.open += 1;
@@ -158,17 +153,29 @@ impl<W> Conns<W> {
     /// for in its [`waiting`](Conn::waiting). `None` for a token that finds no connection.
     /// The loop arms a timer for [`Step::Delay`] and closes on [`Step::Close`].
     pub fn advance(&mut self, token: u64, now: Instant, date: &DateCache) -> Option<Step> {
+        self.advance_to_deadline(token, now, date)
+            .map(|(step, _)| step)
+    }
+
+    /// [`advance`](Self::advance), and when the wait it ends in runs out (the read, idle or
+    /// write deadline of a [`Step::Readable`] or [`Step::Writable`]): for a loop that keeps
+    /// its connections' deadlines in a heap (epoll) rather than looking at every connection.
+    pub fn advance_to_deadline(
+        &mut self,
+        token: u64,
+        now: Instant,
+        date: &DateCache,
+    ) -> Option<(Step, Option<Instant>)> {
         let conn = find(&mut self.slots, token)?;
         let (step, deadline) =
             advance_to_deadline(&mut conn.stream, &mut conn.http, &mut self.pool, now, date);
-        conn.deadline = deadline;
         conn.waiting = match step {
             Step::Readable => Waiting::Readable,
             Step::Writable => Waiting::Writable,
             Step::Delay(_) => Waiting::Timer,
             Step::Close => conn.waiting,
         };
-        Some(step)
+        Some((step, deadline))
     }
 
     /// Reads once from the socket of the connection behind `token` (see [`read_once`]), into a
