@@ -7,8 +7,8 @@
 //!   `serve` starts every server this way.
 //! - `bench-client measure --pid PID -- COMMAND...` runs COMMAND (a load) on the client's
 //!   cores and prints what the server's process tree spent meanwhile: the suite's measured
-//!   window ([`server::Window`]) on perf counters attached to every task of the tree with
-//!   `inherit` ([`cost::TreeCounters`]), so threads and children that start and end inside
+//!   window ([`Window`]) on perf counters attached to every task of the tree with
+//!   `inherit` ([`TreeCounters`]), so threads and children that start and end inside
 //!   the window are counted; /proc where perf is refused.
 
 use std::io::{BufRead, BufReader, Write};

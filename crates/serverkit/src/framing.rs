@@ -1,7 +1,7 @@
 //! What a request head may say, by RFC 9110 and 9112, read on the bytes: which methods and
 //! versions are served, and how `Content-Length`, `Host`, `Connection`, `Transfer-Encoding`
 //! and `Expect` are read. [`crate::http::RequestBuffer`] hands every complete head that
-//! `httparse` accepted to [`interpret`], and asks [`version`] when `httparse` refused the
+//! `httparse` accepted to `interpret`, and asks `version` when `httparse` refused the
 //! version. docs/http.md lists every rule beside nginx's answer to the same bytes.
 //!
 //! Why on the bytes: two parsers that disagree on where a body ends are a request-smuggling
