@@ -65,17 +65,9 @@ fn pin_tree(pid: u32, placement: &Placement) {
     let Some(set) = placement.server_set() else {
         return;
     };
-    for p in cost::tree_pids(pid) {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for tid in tasks
-            .flatten()
-            .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok())
-        {
-            // A task that has just exited is no matter.
-            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set);
-        }
+    for tid in cost::tree_tasks(pid) {
+        // A task that has just exited is no matter.
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set);
     }
 }
 

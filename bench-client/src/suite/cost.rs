@@ -131,33 +131,23 @@ impl TreeCounters {
     /// tree is gone).
     pub fn attach(pid: u32) -> Option<TreeCounters> {
         let mut all = Vec::new();
-        for p in tree_pids(pid) {
-            let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
-                continue;
+        for tid in tree_tasks(pid) {
+            let open = |config| {
+                let fd = open_counter_on(tid, config, FLAG_INHERIT);
+                // SAFETY: a new descriptor, ours alone.
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
             };
-            for tid in tasks
-                .flatten()
-                .filter_map(|t| t.file_name().to_str()?.parse().ok())
-            {
-                let open = |config| {
-                    let fd = open_counter_on(tid, config, FLAG_INHERIT);
-                    // SAFETY: a new descriptor, ours alone.
-                    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-                };
-                // A task that exited since the look is skipped; a refusal is for all tasks.
-                match (
-                    open(PERF_COUNT_SW_TASK_CLOCK),
-                    open(PERF_COUNT_SW_CONTEXT_SWITCHES),
-                ) {
-                    (Some(task_clock), Some(switches)) => all.push(Counters {
-                        task_clock,
-                        switches,
-                    }),
-                    _ if std::path::Path::new(&format!("/proc/{p}/task/{tid}")).exists() => {
-                        return None
-                    }
-                    _ => {}
-                }
+            // A task that exited since the look is skipped; a refusal is for all tasks.
+            match (
+                open(PERF_COUNT_SW_TASK_CLOCK),
+                open(PERF_COUNT_SW_CONTEXT_SWITCHES),
+            ) {
+                (Some(task_clock), Some(switches)) => all.push(Counters {
+                    task_clock,
+                    switches,
+                }),
+                _ if std::path::Path::new(&format!("/proc/{tid}")).exists() => return None,
+                _ => {}
             }
         }
         (!all.is_empty()).then_some(TreeCounters(all))
@@ -342,6 +332,19 @@ pub fn tree_pids(pid: u32) -> Vec<u32> {
         }
     }
     found
+}
+
+/// Every task (thread) of the tree rooted at `pid`, by thread id, as /proc shows them now.
+pub fn tree_tasks(pid: u32) -> Vec<libc::pid_t> {
+    tree_pids(pid)
+        .into_iter()
+        .filter_map(|p| fs::read_dir(format!("/proc/{p}/task")).ok())
+        .flat_map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        })
+        .collect()
 }
 
 /// Reads the tree rooted at `pid`. `with_switches` also reads every thread's status (used at
