@@ -3,9 +3,9 @@
 //!
 //! The paper's 2.1.3 and 4.3 (Node's model). **Cost:** no process or thread per client; a
 //! connection is a slot in a table and an entry in the kernel's interest list, so ten thousand
-//! idle clients cost memory, not scheduling: a slot of under 200 bytes each in this process (its 10 KiB
-//! of buffers are lent from the loop's pool only while bytes are in them), a socket and an
-//! epoll item in the kernel. **Where it breaks:** everything runs on one
+//! idle clients cost memory, not scheduling: a slot of under 200 bytes each in this process
+//! (its 10 KiB of buffers are lent from the loop's pool only while bytes are in them), a
+//! socket and an epoll item in the kernel. **Where it breaks:** everything runs on one
 //! thread, so a handler that computes (`cpu:D`) stalls every other connection for D: the
 //! lesson of this file. It uses one core, however many the machine has (`server-reuseport`
 //! runs one per core). **Watch in the benchmark:** `delay` overlaps perfectly (a timer, never a
