@@ -55,11 +55,14 @@ regress:
 	scripts/regress.sh "$(BASE)" $(REGRESS_ARGS)
 
 ## syscalls: syscalls per request of every model, kept alive and a connection per request, -c 10
-## (strace -c -f; a few minutes): results/syscalls/latest.md and raw/. SYSCALLS_N, MODELS, SYSCALLS_OUT
+## (strace -c -f; a few minutes): latest.md and raw/ in a scratch directory ($TMPDIR or /tmp,
+## archbench-syscalls); make syscalls REFRESH=1 rewrites the committed results/syscalls.
+## SYSCALLS_N, MODELS, SYSCALLS_OUT
 SYSCALLS_N ?= 2000
-SYSCALLS_OUT ?= results/syscalls
+SYSCALLS_OUT ?= $(if $(filter 1,$(REFRESH)),results/syscalls,$(or $(TMPDIR),/tmp)/archbench-syscalls)
 MODELS ?= iterative fork threads pool pool-handoff prefork epoll select poll busypoll sigio reuseport tokio uring
 syscalls: release
+	@echo "make syscalls: writing $(SYSCALLS_OUT)/latest.md (REFRESH=1: the committed results/syscalls)"
 	ARCHBENCH_BIN=$(ARCHBENCH_BIN) LOADS="k10 p10" scripts/syscalls.sh --out $(SYSCALLS_OUT) -n $(SYSCALLS_N) $(MODELS)
 
 ## report: every preset's report and plots on one static page, results/report.html (opens

@@ -4,17 +4,20 @@
 #
 # It puts the built binaries on PATH (target/release, or $ARCHBENCH_BIN) and defines:
 #
-#   serve COMMAND [FLAGS...]   starts a server in the background and waits for its ready line
-#                              (`listening on ADDR`); sets ADDR (127.0.0.1:PORT) and SERVER (its
-#                              pid). A server started before is stopped first.
+#   serve COMMAND [FLAGS...]   starts a server in the background, on the server's core (as the
+#                              committed figures: `bench-client pin server`), and waits for its
+#                              ready line (`listening on ADDR`); sets ADDR (127.0.0.1:PORT) and
+#                              SERVER (its pid). A server started before is stopped first.
 #   stop                       SIGTERM to the server; waits for it and prints its exit status
-#   measure COMMAND...         runs COMMAND (e.g. a bench-client load), then prints what the
-#                              server's process tree spent meanwhile: CPU time (children that
-#                              exited included), context switches (of the threads and processes
-#                              alive at the end), threads, processes and resident memory; per
-#                              request too when COMMAND printed bench-client's "N ok" line
+#   measure COMMAND...         runs COMMAND (e.g. a bench-client load) on the client's core and
+#                              prints what the server's process tree spent meanwhile, measured
+#                              by the suite's own code (`bench-client measure`): CPU time and
+#                              context switches (perf counters, threads and children that
+#                              ended included), the most threads, processes and resident
+#                              memory, and per request when COMMAND printed bench-client's
+#                              "N ok" line
 #
-# Only reads /proc; changes nothing but the server it starts.
+# Changes nothing but the server it starts (and where that server runs).
 
 ARCHBENCH_BIN=${ARCHBENCH_BIN:-target/release}
 if [ ! -f scripts/lecture.sh ]; then
@@ -40,7 +43,7 @@ serve() {
     stop
   fi
   _lecture_out=$(mktemp)
-  "$@" >"$_lecture_out" &
+  bench-client pin server -- "$@" >"$_lecture_out" &
   SERVER=$!
   ADDR=
   local _
@@ -75,47 +78,10 @@ stop() {
   return "$status"
 }
 
-# The pids of a process and all its descendants.
-_lecture_tree() {
-  local pid
-  for pid in "$@"; do
-    echo "$pid"
-    _lecture_tree $(cat /proc/"$pid"/task/*/children 2>/dev/null)
-  done
-}
-
-# CPU ticks (the tree's user + system time, exited children included), context switches,
-# threads, processes and resident KiB of the server's process tree, on one line.
-_lecture_costs() {
-  local pids
-  pids=$(_lecture_tree "$SERVER")
-  {
-    for pid in $pids; do
-      cat /proc/"$pid"/stat 2>/dev/null | awk '{ sub(/.*\) /, ""); print "cpu", $12 + $13 + $14 + $15 }'
-      cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { print "ctx", $2 } /^Name/ { print "threads", 1 }'
-      awk '/^VmRSS/ { print "rss", $2 }' /proc/"$pid"/status 2>/dev/null
-      echo "procs 1"
-    done
-  } | awk '{ s[$1] += $2 } END { printf "%d %d %d %d %d\n", s["cpu"], s["ctx"], s["threads"], s["procs"], s["rss"] }'
-}
-
 measure() {
   if [ -z "${SERVER:-}" ]; then
     echo "measure: no server is running (serve one first)" >&2
     return 1
   fi
-  local before after out status ok
-  before=$(_lecture_costs)
-  out=$("$@")
-  status=$?
-  after=$(_lecture_costs)
-  printf '%s\n' "$out"
-  ok=$(printf '%s\n' "$out" | sed -n 's/.* \([0-9][0-9]*\) ok, .*/\1/p')
-  echo "$before $after $(getconf CLK_TCK) ${ok:-0}" | awk '{
-    cpu_ms = ($6 - $1) * 1000 / $11; ctx = $7 - $2
-    printf "server: %.0f ms CPU, %d context switches; now %d threads in %d processes, %.1f MiB resident\n",
-      cpu_ms, ctx, $8, $9, $10 / 1024
-    if ($12 > 0) printf "per request: %.1f us CPU, %.2f context switches\n", cpu_ms * 1000 / $12, ctx / $12
-  }'
-  return "$status"
+  bench-client measure --pid "$SERVER" -- "$@"
 }

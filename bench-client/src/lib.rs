@@ -15,6 +15,7 @@
 
 pub mod engine;
 pub mod html;
+pub mod lecture;
 pub mod load;
 pub mod meta;
 pub mod output;

@@ -64,6 +64,25 @@ enum Command {
     /// paired and interleaved, against the machine's noise floor. Exit 0 pass, 1 regression
     /// (confirmed by a second round), 2 could not measure.
     Compare(Box<CompareArgs>),
+    /// Run COMMAND (replacing this process) on the server's or the client's cores of the
+    /// suite's placement (scripts/lecture.sh's `serve` starts servers this way).
+    Pin {
+        /// server or client.
+        side: bench_client::lecture::Side,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Run COMMAND (a load) on the client's core and print what the server's process tree
+    /// spent meanwhile, measured as the suite measures (scripts/lecture.sh's `measure`).
+    Measure {
+        /// The server's process id.
+        #[arg(long)]
+        pid: u32,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Merge saved latency histograms (from --save-hist, e.g. from several hosts) and print
     /// their percentiles.
     Merge {
@@ -343,7 +362,13 @@ fn main() -> ExitCode {
         Command::Html { results, out } => html_command(results, out),
         Command::Compare(args) => compare_command(*args),
         Command::Merge { files } => merge_command(&files),
+        Command::Pin { side, command } => exit(bench_client::lecture::pin(side, &command)),
+        Command::Measure { pid, command } => exit(bench_client::lecture::measure(pid, &command)),
     }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 fn usage_error(message: &str) -> ExitCode {

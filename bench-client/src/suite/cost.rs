@@ -84,6 +84,16 @@ const FLAG_ENABLE_ON_EXEC: u64 = 1 << 12;
 /// Opens a counter on the calling process, disabled until its next `exec`, inherited by every
 /// thread and child. Async-signal-safe: it runs between `fork` and `exec`.
 fn open_counter(config: u64) -> RawFd {
+    open_counter_on(
+        0,
+        config,
+        FLAG_DISABLED | FLAG_INHERIT | FLAG_ENABLE_ON_EXEC,
+    )
+}
+
+/// perf_event_open(2) of a software counter on task `tid` (0: the caller), close-on-exec.
+/// Async-signal-safe.
+fn open_counter_on(tid: libc::pid_t, config: u64, flags: u64) -> RawFd {
     let attr = PerfEventAttr {
         kind: PERF_TYPE_SOFTWARE,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
@@ -91,21 +101,67 @@ fn open_counter(config: u64) -> RawFd {
         sample_period: 0,
         sample_type: 0,
         read_format: 0,
-        flags: FLAG_DISABLED | FLAG_INHERIT | FLAG_ENABLE_ON_EXEC,
+        flags,
         wakeup_events: 0,
         bp_type: 0,
         config1: 0,
     };
-    // SAFETY: perf_event_open(attr, pid 0 = self, cpu -1 = any, no group, close on exec).
+    // SAFETY: perf_event_open(attr, the task, cpu -1 = any, no group, close on exec).
     unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
             &attr as *const PerfEventAttr,
-            0,
+            tid,
             -1,
             -1,
             libc::c_ulong::from(8u8), // PERF_FLAG_FD_CLOEXEC
         ) as RawFd
+    }
+}
+
+/// The same two counters attached to a tree that is already running (`bench-client measure`,
+/// for a server the lecture script started): one pair on every task alive now, each with
+/// `inherit`, so every thread and child those tasks make from now on is counted, those that
+/// end included, as in [`Handover`]'s counters. A task born between the look at /proc and the
+/// attach would be missed: attach while the server is idle.
+pub struct TreeCounters(Vec<Counters>);
+
+impl TreeCounters {
+    /// Attaches to every task of the tree rooted at `pid`. `None` when perf is refused (or the
+    /// tree is gone).
+    pub fn attach(pid: u32) -> Option<TreeCounters> {
+        let mut all = Vec::new();
+        for tid in tree_tasks(pid) {
+            let open = |config| {
+                let fd = open_counter_on(tid, config, FLAG_INHERIT);
+                // SAFETY: a new descriptor, ours alone.
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+            };
+            // A task that exited since the look is skipped; a refusal is for all tasks.
+            match (
+                open(PERF_COUNT_SW_TASK_CLOCK),
+                open(PERF_COUNT_SW_CONTEXT_SWITCHES),
+            ) {
+                (Some(task_clock), Some(switches)) => all.push(Counters {
+                    task_clock,
+                    switches,
+                }),
+                _ if std::path::Path::new(&format!("/proc/{tid}")).exists() => return None,
+                _ => {}
+            }
+        }
+        (!all.is_empty()).then_some(TreeCounters(all))
+    }
+
+    /// The sum over the tasks' counters.
+    pub fn read(&self) -> Option<CounterValues> {
+        self.0.iter().try_fold(CounterValues::default(), |sum, c| {
+            let v = c.read()?;
+            Some(CounterValues {
+                cpu_ns: sum.cpu_ns + v.cpu_ns,
+                switches: sum.switches + v.switches,
+            })
+        })
     }
 }
 
@@ -276,6 +332,19 @@ pub fn tree_pids(pid: u32) -> Vec<u32> {
         }
     }
     found
+}
+
+/// Every task (thread) of the tree rooted at `pid`, by thread id, as /proc shows them now.
+pub fn tree_tasks(pid: u32) -> Vec<libc::pid_t> {
+    tree_pids(pid)
+        .into_iter()
+        .filter_map(|p| fs::read_dir(format!("/proc/{p}/task")).ok())
+        .flat_map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        })
+        .collect()
 }
 
 /// Reads the tree rooted at `pid`. `with_switches` also reads every thread's status (used at

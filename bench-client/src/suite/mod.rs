@@ -721,10 +721,8 @@ fn measure(
     // The measured window: from just before the first measured request to just after the
     // last answer. Nothing the server did before or after it is in the row's costs.
     let attack = hostile::start(cell.adversary, running.addr);
-    let sampler = running.sample_tree();
     let steal_before = meta::cpu_jiffies();
-    let tree_before = cost::sample_tree(running.pid(), true);
-    let counters_before = running.counters();
+    let measured = server::Window::open(running.pid(), || running.counters());
     // The load's connections are all open in the middle of the window: their memory is
     // read then (concurrency sweeps).
     let pss_mid = cell
@@ -739,21 +737,13 @@ fn measure(
             })
         });
     let result = load::run(&spec, EngineKind::Epoll, false);
-    let counters_after = running.counters();
-    let tree_after = cost::sample_tree(running.pid(), true);
+    let (window, peak) = measured.close(|| running.counters());
     let steal_after = meta::cpu_jiffies();
-    let peak = sampler.finish();
     let actions = attack.stop();
     let pss_loaded = match pss_mid {
         Some(reader) => reader.join().ok().flatten(),
         None => pss_idle,
     };
-    let window = cost::window(
-        &tree_before,
-        &tree_after,
-        counters_before.zip(counters_after),
-        cost::ticks_per_second(),
-    );
     // The idle connections go before the check: a server that serves one connection at a
     // time, or refuses past its descriptors, would not answer it beside them.
     let idle_held = held.as_ref().map(|h| h.streams.len());

@@ -440,32 +440,6 @@ impl Running {
         self.child.id()
     }
 
-    /// Samples the server's process tree every 25 ms until the returned sampler is stopped;
-    /// keeps the most threads and processes seen at once, and the largest resident set summed
-    /// over the tree.
-    pub fn sample_tree(&self) -> Sampler {
-        let pid = self.pid();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || {
-            let mut peak = Peak::default();
-            loop {
-                let began = Instant::now();
-                let s = cost::sample_tree(pid, false);
-                peak.threads = peak.threads.max(s.threads);
-                peak.processes = peak.processes.max(s.processes);
-                peak.rss_kb = peak.rss_kb.max(s.rss_kb);
-                if flag.load(Ordering::Relaxed) {
-                    return peak;
-                }
-                // Every 25 ms, or less often when a look takes long (10,000 threads or
-                // processes): the sampler stays under a fifth of the client's core.
-                std::thread::sleep(SAMPLE_EVERY.max(began.elapsed() * 4));
-            }
-        });
-        Sampler { stop, handle }
-    }
-
     /// Stops the server's whole process tree (SIGSTOP to every process): while the other side
     /// of a comparison is measured, nothing this one does (a busy-poll loop, a timer) lands on
     /// it.
@@ -642,9 +616,75 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// Samples the tree rooted at `pid` every 25 ms until [`Sampler::finish`]; keeps the most
+    /// threads and processes seen at once, and the largest resident set summed over the tree.
+    pub fn start(pid: u32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut peak = Peak::default();
+            loop {
+                let began = Instant::now();
+                let s = cost::sample_tree(pid, false);
+                peak.threads = peak.threads.max(s.threads);
+                peak.processes = peak.processes.max(s.processes);
+                peak.rss_kb = peak.rss_kb.max(s.rss_kb);
+                if flag.load(Ordering::Relaxed) {
+                    return peak;
+                }
+                // Every 25 ms, or less often when a look takes long (10,000 threads or
+                // processes): the sampler stays under a fifth of the client's core.
+                std::thread::sleep(SAMPLE_EVERY.max(began.elapsed() * 4));
+            }
+        });
+        Sampler { stop, handle }
+    }
+
     /// Stops sampling; returns the most seen at once.
     pub fn finish(self) -> Peak {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap_or_default()
+    }
+}
+
+/// The measured window on a server's tree, one implementation for the suite and for
+/// `bench-client measure`: opened just before the first measured request, closed just after
+/// the last answer. It samples the tree meanwhile ([`Sampler`]) and reads /proc and the perf
+/// counters (when there are any) at both ends; [`cost::window`] makes the row's figures.
+pub struct Window {
+    pid: u32,
+    sampler: Sampler,
+    tree_before: cost::TreeSample,
+    counters_before: Option<CounterValues>,
+}
+
+impl Window {
+    /// Opens the window; `counters` is the perf counters read now (`None`: the /proc source).
+    pub fn open(pid: u32, counters: impl FnOnce() -> Option<CounterValues>) -> Window {
+        let sampler = Sampler::start(pid);
+        let tree_before = cost::sample_tree(pid, true);
+        Window {
+            pid,
+            sampler,
+            tree_before,
+            counters_before: counters(),
+        }
+    }
+
+    /// Closes it: what the tree spent inside, and the most it held at once.
+    pub fn close(
+        self,
+        counters: impl FnOnce() -> Option<CounterValues>,
+    ) -> (cost::WindowCost, Peak) {
+        let counters_after = counters();
+        let tree_after = cost::sample_tree(self.pid, true);
+        let peak = self.sampler.finish();
+        let cost = cost::window(
+            &self.tree_before,
+            &tree_after,
+            self.counters_before.zip(counters_after),
+            cost::ticks_per_second(),
+        );
+        (cost, peak)
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! The paper's 2.1.3 and 4.3 (Node's model). **Cost:** no process or thread per client; a
 //! connection is a slot in a table and an entry in the kernel's interest list, so ten thousand
-//! idle clients cost memory, not scheduling: a 160-byte slot each in this process (its 10 KiB
-//! of buffers are lent from the loop's pool only while bytes are in them), a socket and an
-//! epoll item in the kernel. **Where it breaks:** everything runs on one
+//! idle clients cost memory, not scheduling: a slot of under 200 bytes each in this process
+//! (its 10 KiB of buffers are lent from the loop's pool only while bytes are in them), a
+//! socket and an epoll item in the kernel. **Where it breaks:** everything runs on one
 //! thread, so a handler that computes (`cpu:D`) stalls every other connection for D: the
 //! lesson of this file. It uses one core, however many the machine has (`server-reuseport`
 //! runs one per core). **Watch in the benchmark:** `delay` overlaps perfectly (a timer, never a
@@ -20,14 +20,19 @@
 //! state says what for: readable or writable (an interest in the epoll set) or a timer
 //! (`delay`). Connections live in serverkit's [`Conns`], a table indexed by descriptor, each
 //! known by a token that is never reused (its epoll data and its timer key).
-//! Level-triggered epoll and an interest that changes only when a write is left half done
+//! Level-triggered epoll (the default: `epoll_wait` reports a descriptor for as long as it is
+//! ready, e.g. while unread bytes are in its buffer, not only when it becomes ready, which is
+//! edge-triggered `EPOLLET`) and an interest that changes only when a write is left half done
 //! keep it to one `epoll_wait`, one `read` and one `write` per request on a kept-alive
 //! connection.
 //!
 //! `delay:D` adds a deadline to serverkit's [`Timers`]: a heap, and one timerfd in the epoll set
 //! armed for the earliest (nanosecond precision, unlike `epoll_wait`'s millisecond timeout).
-//! The same timerfd ticks every 250 ms to sweep the connections' read, idle and write
-//! deadlines.
+//! The connections' read, idle and write deadlines are in a second heap ([`Deadlines`]), one
+//! entry per connection at its current deadline; the same timerfd fires for the earliest of
+//! both heaps. A connection is visited when its entry comes due (it closes, answers 408, or
+//! its deadline has moved on and it goes back in the heap): the work of a timer wake-up is
+//! O(expired), not O(open), as the rest of the loop is O(ready).
 //! The cached `Date` header is the loop's own, refreshed after every `epoll_wait`.
 //!
 //! The loop is this crate's library, so that one loop serves two models: `server-epoll`
@@ -47,10 +52,18 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use serverkit::date::DateCache;
 use serverkit::listener::TICK;
 use serverkit::nonblocking::{self, Conns, Step, Waiting};
-use serverkit::timers::Timers;
+use serverkit::timers::{Deadlines, Timers};
 use serverkit::{shutdown, ServerConfig};
 
-/// Event tokens of the two descriptors that are not connections.
+/// Event tokens of the two descriptors that are not connections. A connection's token is
+/// serverkit's: `serial << 32 | descriptor`,
+///
+/// ```text
+///   bits 63..32: serial (1, 2, 3, ... never reused)   bits 31..0: the socket's descriptor
+/// ```
+///
+/// so the descriptor finds its slot, and the serial tells a closed connection's late event from
+/// the next connection on the same descriptor.
 const LISTENER: u64 = u64::MAX;
 const TIMER: u64 = u64::MAX - 1;
 
@@ -62,15 +75,28 @@ pub struct EventLoop {
     listener: TcpListener,
     epoll: Epoll,
     max_conns: usize,
-    /// Open connections by descriptor, each with what epoll watches for it (`None`: not in
-    /// the epoll set yet).
-    conns: Conns<Option<EpollFlags>>,
-    /// `delay` deadlines by token, and the timerfd armed for the earliest or the sweep.
+    /// Open connections by descriptor, each with what the loop keeps for it: [`Watch`].
+    conns: Conns<Watch>,
+    /// `delay` deadlines by token, and the timerfd armed for the earliest of them and of
+    /// `deadlines` (and, while the listener is paused, a retry).
     timers: Timers,
-    next_sweep: Instant,
+    /// The connections' read, idle and write deadlines, by token: at most one live entry per
+    /// connection, at the deadline in its [`Watch::due`].
+    deadlines: Deadlines,
+    /// When a paused listener (out of descriptors) is tried again.
+    retry_listener: Option<Instant>,
     listener_paused: bool,
     stopping: bool,
     date: DateCache,
+}
+
+/// What the loop keeps beside a connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct Watch {
+    /// The events it is registered for in the epoll set (`None`: not in the set yet).
+    interest: Option<EpollFlags>,
+    /// When its entry in `deadlines` comes due (`None`: it has none).
+    due: Option<Instant>,
 }
 
 impl EventLoop {
@@ -91,7 +117,8 @@ impl EventLoop {
             timers,
             max_conns,
             conns: Conns::new(config),
-            next_sweep: now + TICK,
+            deadlines: Deadlines::default(),
+            retry_listener: None,
             listener_paused: false,
             stopping: false,
             date: DateCache::at(now),
@@ -111,8 +138,10 @@ impl EventLoop {
             if self.stopping && self.conns.open() == 0 {
                 return Ok(());
             }
-            let ticking = self.conns.open() > 0 || self.listener_paused;
-            self.timers.arm(ticking.then_some(self.next_sweep))?;
+            // The timerfd wakes us for the earliest deadline: a `delay`'s, a connection's, or
+            // the paused listener's retry.
+            self.timers.arm(self.deadlines.next(self.retry_listener))?;
+            // EpollTimeout::NONE is no timeout: wait until an event comes, however long.
             let ready = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue, // a signal: look at the shutdown flag
@@ -153,7 +182,7 @@ impl EventLoop {
     }
 
     fn on_accepted(&mut self, stream: TcpStream, now: Instant) {
-        let token = self.conns.add(stream, None, now);
+        let token = self.conns.add(stream, Watch::default(), now);
         self.drive(token, now); // raw protocol: the answer is due at once
     }
 
@@ -165,43 +194,59 @@ impl EventLoop {
             // Reset, or both directions shut: no answer can reach the client any more.
             return self.close(token);
         }
-        if conn.waiting == Waiting::Readable
-            && events.contains(EpollFlags::EPOLLIN)
-            && self.conns.read(token, now).is_err()
-        {
-            return self.close(token); // reset: costs nothing more
+        // Read once if it waits for bytes and bytes are there; a failed read is a reset.
+        if conn.waiting == Waiting::Readable && events.contains(EpollFlags::EPOLLIN) {
+            let read = self.conns.read(token, now);
+            if read.is_err() {
+                return self.close(token); // reset: costs nothing more
+            }
         }
         self.drive(token, now);
     }
 
     /// Does what the connection asks for until something would block; then tells epoll what it
-    /// waits for, or closes it.
+    /// waits for (and the deadline heap until when), or closes it.
     fn drive(&mut self, token: u64, now: Instant) {
         // A `cpu` cost is paid in there: every other connection waits meanwhile (the lesson).
-        match self.conns.advance(token, now, &self.date) {
-            None => return,
-            Some(Step::Delay(d)) => self.timers.add(Instant::now() + d, token),
-            Some(Step::Close) => return self.close(token),
-            Some(Step::Readable | Step::Writable) => {}
+        // `Step` is what this turn ended on; the connection's `waiting` keeps it for later
+        // turns (a `delay` under way, a half-done write).
+        let Some((step, deadline)) = self.conns.advance_to_deadline(token, now, &self.date) else {
+            return;
+        };
+        match step {
+            Step::Delay(d) => self.timers.add(Instant::now() + d, token),
+            Step::Close => return self.close(token),
+            Step::Readable | Step::Writable => {}
         }
         let Some(conn) = self.conns.get(token) else {
             return;
         };
+        // A deadline earlier than its entry in the heap (a new connection; the read timeout
+        // of a request begun while idle) needs an entry of its own; a later one (the next
+        // idle wait of a kept-alive connection) waits for the old entry to come due.
+        if let Some(deadline) = deadline {
+            if conn.watch.due.is_none_or(|due| deadline < due) {
+                self.deadlines.add(deadline, token);
+                conn.watch.due = Some(deadline);
+            }
+        }
         let wanted = match conn.waiting {
             Waiting::Readable => EpollFlags::EPOLLIN,
             Waiting::Writable => EpollFlags::EPOLLOUT,
             Waiting::Timer => EpollFlags::empty(),
         };
-        if conn.watch == Some(wanted) || (conn.watch.is_none() && wanted.is_empty()) {
+        let interest = conn.watch.interest;
+        if interest == Some(wanted) || (interest.is_none() && wanted.is_empty()) {
             return;
         }
+        // epoll_ctl(2): `add` is EPOLL_CTL_ADD, `modify` EPOLL_CTL_MOD, `delete` EPOLL_CTL_DEL.
         let mut event = EpollEvent::new(wanted, token);
-        let result = match conn.watch {
+        let result = match interest {
             None => self.epoll.add(&conn.stream, event),
             Some(_) => self.epoll.modify(&conn.stream, &mut event),
         };
         match result {
-            Ok(()) => conn.watch = Some(wanted),
+            Ok(()) => conn.watch.interest = Some(wanted),
             Err(_) => self.close(token),
         }
     }
@@ -214,16 +259,29 @@ impl EventLoop {
                 self.drive(token, now);
             }
         }
-        if now >= self.next_sweep {
-            self.sweep(now);
+        // The connections whose deadline entry came due: each one closes, answers 408, or
+        // (its deadline moved on since the entry was made) gets an entry at the new one.
+        while let Some(token) = self.deadlines.pop_due(now) {
+            let Some(conn) = self.conns.get(token) else {
+                continue; // closed since: its entry was left behind
+            };
+            if conn.watch.due.is_some_and(|due| due > now) {
+                continue; // an older entry: the connection has a later one
+            }
+            conn.watch.due = None;
+            if conn.waiting != Waiting::Timer {
+                self.drive(token, now);
+            }
+        }
+        if self.retry_listener.is_some_and(|at| now >= at) {
+            self.retry_listener = None;
+            self.pause_listener(false);
         }
     }
 
-    /// Every tick: let each connection see its deadlines (it answers 408 or closes when one
-    /// passed); retry a paused listener.
-    fn sweep(&mut self, now: Instant) {
-        self.next_sweep = now + TICK;
-        self.pause_listener(false);
+    /// Lets every connection waiting on its socket see its deadline now: at shutdown, when
+    /// every deadline moves to the read timeout from now at the latest. O(open), once.
+    fn drive_all(&mut self, now: Instant) {
         for fd in 0..self.conns.fd_bound() {
             if let Some(token) = self.conns.waiting_on_socket(fd) {
                 self.drive(token, now);
@@ -237,6 +295,8 @@ impl EventLoop {
         let resume = self.listener_paused && !self.stopping && self.conns.open() < self.max_conns;
         if pause != self.listener_paused && (pause || resume) {
             self.listener_paused = pause;
+            // Paused: try again in a tick, in case descriptors were what ran out.
+            self.retry_listener = pause.then(|| Instant::now() + TICK);
             let flags = if pause {
                 EpollFlags::empty()
             } else {
@@ -254,13 +314,19 @@ impl EventLoop {
         self.stopping = true;
         let _ = self.epoll.delete(&self.listener);
         self.conns.shutdown(now);
-        self.sweep(now);
+        self.drive_all(now);
     }
 
     fn close(&mut self, token: u64) {
         // Closing the descriptor also takes it out of the epoll set.
         self.conns.close(token);
         self.pause_listener(false);
+        // A closed connection's deadline entry stays until it comes due; once they outnumber
+        // the open connections, drop them all (O(entries), at most once per as many closes).
+        if self.deadlines.len() > 2 * self.conns.open() + 1024 {
+            let conns = &mut self.conns;
+            self.deadlines.retain(|token| conns.get(token).is_some());
+        }
     }
 }
 
@@ -317,5 +383,49 @@ mod tests {
             1,
             "the new connection was closed by a stale event"
         );
+    }
+
+    #[test]
+    fn deadlines_are_one_heap_entry_per_connection_visited_when_due() {
+        use std::io::Write;
+        let cli = Cli::parse_from([
+            "server-epoll",
+            "--read-timeout",
+            "2s",
+            "--idle-timeout",
+            "5s",
+        ]);
+        let listener = listener::bind(&cli.server).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut event_loop = EventLoop::new(listener, cli.server.config(), 16).unwrap();
+        let mut busy = TcpStream::connect(addr).unwrap();
+        let busy_token = accept_one(&mut event_loop);
+        let _silent = TcpStream::connect(addr).unwrap();
+        accept_one(&mut event_loop);
+        assert_eq!(
+            event_loop.deadlines.len(),
+            2,
+            "one entry each, at the first byte's deadline"
+        );
+        // Requests served on a kept-alive connection move its deadline later: no new entry.
+        for _ in 0..3 {
+            busy.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            event_loop.on_ready(busy_token, EpollFlags::EPOLLIN, Instant::now());
+        }
+        assert_eq!(event_loop.deadlines.len(), 2);
+        // Past the first-byte deadline: the silent one closes; the busy one's entry was its
+        // first-byte deadline too, so it is visited, and goes back in at its idle deadline.
+        event_loop.on_timer(Instant::now() + Duration::from_millis(2100));
+        assert_eq!(
+            event_loop.conns.open(),
+            1,
+            "the silent connection is closed"
+        );
+        assert!(event_loop.conns.get(busy_token).is_some());
+        assert_eq!(event_loop.deadlines.len(), 1);
+        event_loop.on_timer(Instant::now() + Duration::from_millis(5100));
+        assert_eq!(event_loop.conns.open(), 0, "idle past its idle timeout");
     }
 }

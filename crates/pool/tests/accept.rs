@@ -25,7 +25,16 @@ fn handoff_adds_one_acceptor_thread_and_serves_the_same() {
         for _ in 0..10 {
             assert_eq!(get_once(server.addr).status, 200);
         }
-        let names = thread_names(&server);
+        // A thread names itself when it first runs: on a busy machine one worker may not have
+        // run yet (the other served every request), so wait a moment for both names.
+        let started = std::time::Instant::now();
+        let mut names = thread_names(&server);
+        while names.iter().filter(|n| n.starts_with("worker-")).count() < 2
+            && started.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            names = thread_names(&server);
+        }
         let count = |name: &str| names.iter().filter(|n| n.starts_with(name)).count();
         assert_eq!(count("worker-"), 2, "{mode}: {names:?}");
         assert_eq!(count("acceptor"), acceptors, "{mode}: {names:?}");

@@ -153,15 +153,29 @@ impl<W> Conns<W> {
     /// for in its [`waiting`](Conn::waiting). `None` for a token that finds no connection.
     /// The loop arms a timer for [`Step::Delay`] and closes on [`Step::Close`].
     pub fn advance(&mut self, token: u64, now: Instant, date: &DateCache) -> Option<Step> {
+        self.advance_to_deadline(token, now, date)
+            .map(|(step, _)| step)
+    }
+
+    /// [`advance`](Self::advance), and when the wait it ends in runs out (the read, idle or
+    /// write deadline of a [`Step::Readable`] or [`Step::Writable`]): for a loop that keeps
+    /// its connections' deadlines in a heap (epoll) rather than looking at every connection.
+    pub fn advance_to_deadline(
+        &mut self,
+        token: u64,
+        now: Instant,
+        date: &DateCache,
+    ) -> Option<(Step, Option<Instant>)> {
         let conn = find(&mut self.slots, token)?;
-        let step = advance(&mut conn.stream, &mut conn.http, &mut self.pool, now, date);
+        let (step, deadline) =
+            advance_to_deadline(&mut conn.stream, &mut conn.http, &mut self.pool, now, date);
         conn.waiting = match step {
             Step::Readable => Waiting::Readable,
             Step::Writable => Waiting::Writable,
             Step::Delay(_) => Waiting::Timer,
             Step::Close => conn.waiting,
         };
-        Some(step)
+        Some((step, deadline))
     }
 
     /// Reads once from the socket of the connection behind `token` (see [`read_once`]), into a
@@ -278,20 +292,33 @@ pub fn advance(
     now: Instant,
     date: &DateCache,
 ) -> Step {
+    advance_to_deadline(stream, http, pool, now, date).0
+}
+
+/// [`advance`], and the deadline of the wait it ends in (for [`Step::Readable`] and
+/// [`Step::Writable`]).
+fn advance_to_deadline(
+    stream: &mut TcpStream,
+    http: &mut Connection,
+    pool: &mut BufferPool,
+    now: Instant,
+    date: &DateCache,
+) -> (Step, Option<Instant>) {
     loop {
         match http.next_lent(now, date, pool) {
-            Action::Read { .. } => return Step::Readable,
-            Action::Write { .. } => match stream.write(http.to_write()) {
+            Action::Read { deadline } => return (Step::Readable, Some(deadline)),
+            Action::Write { deadline } => match stream.write(http.to_write()) {
                 Ok(n) => {
                     http.wrote(n, now);
                     if !http.to_write().is_empty() {
-                        return Step::Writable; // the socket took only part
+                        // The socket took only part.
+                        return (Step::Writable, Some(deadline));
                     }
                 }
-                Err(e) if would_block(&e) => return Step::Writable,
-                Err(_) => return Step::Close, // EPIPE, reset: the client is gone
+                Err(e) if would_block(&e) => return (Step::Writable, Some(deadline)),
+                Err(_) => return (Step::Close, None), // EPIPE, reset: the client is gone
             },
-            Action::Work(Workload::Delay(d)) => return Step::Delay(d),
+            Action::Work(Workload::Delay(d)) => return (Step::Delay(d), None),
             Action::Work(workload) => {
                 if let Workload::Cpu(d) = workload {
                     burn_cpu(d);
@@ -301,7 +328,7 @@ pub fn advance(
             Action::CloseWrite => {
                 let _ = stream.shutdown(Shutdown::Write);
             }
-            Action::Close => return Step::Close,
+            Action::Close => return (Step::Close, None),
         }
     }
 }

@@ -42,6 +42,23 @@ impl Deadlines {
         }
     }
 
+    /// How many deadlines are kept (those of closed connections too, until they pass or are
+    /// dropped by [`retain`](Self::retain)).
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Keeps only the deadlines whose key `keep` accepts (O(n)): a loop drops its closed
+    /// connections' deadlines this way once they outnumber its open ones.
+    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        self.heap.retain(|Reverse((_, key))| keep(*key));
+    }
+
     /// The key of a deadline passed by `now`, earliest first; `None` when none is left.
     pub fn pop_due(&mut self, now: Instant) -> Option<u64> {
         match self.heap.peek() {
@@ -149,6 +166,21 @@ mod tests {
         deadlines.add(t + Duration::from_millis(10), 1);
         assert_eq!(deadlines.next(None), Some(t + Duration::from_millis(10)));
         assert_eq!(deadlines.next(Some(t)), Some(t));
+    }
+
+    #[test]
+    fn retain_drops_the_deadlines_of_keys_left_out() {
+        let mut deadlines = Deadlines::default();
+        let t = Instant::now();
+        for key in 1..=4 {
+            deadlines.add(t + Duration::from_millis(key), key);
+        }
+        deadlines.retain(|key| key % 2 == 0);
+        assert_eq!(deadlines.len(), 2);
+        let later = t + Duration::from_secs(1);
+        assert_eq!(deadlines.pop_due(later), Some(2));
+        assert_eq!(deadlines.pop_due(later), Some(4));
+        assert!(deadlines.is_empty());
     }
 
     #[test]

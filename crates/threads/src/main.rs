@@ -34,8 +34,10 @@ static DATE: SharedDate = SharedDate::new();
 /// Stack for each connection thread: 64 KiB, not Rust's default 2 MiB. A stack costs memory
 /// only for the pages touched (two, measured: the deepest frames of the connection loop, whose
 /// buffers are on the heap, and glibc's thread block with its TLS at the top). What is
-/// reserved is address space and commit charge: ten thousand default stacks would be 20 GB of
-/// it, which a strict overcommit policy refuses. 64 KiB leaves a debug build's deeper frames
+/// reserved is address space and commit charge (the memory the kernel has promised to
+/// processes, whether touched or not): ten thousand default stacks would be 20 GB of it, which a
+/// strict overcommit policy (`vm.overcommit_memory=2`: promise no more than RAM and swap allow)
+/// refuses. 64 KiB leaves a debug build's deeper frames
 /// room (docs/memory.md).
 const STACK_SIZE: usize = 64 * 1024;
 
@@ -69,6 +71,8 @@ struct Live {
 
 impl Live {
     fn wait_until_below(&self, limit: usize) {
+        // A lock is "poisoned" when a thread panicked holding it; the count is still right
+        // (a panic cannot stop halfway through `+= 1`), so `into_inner` takes it anyway.
         let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
         while *count >= limit {
             count = self
@@ -80,6 +84,7 @@ impl Live {
 
     /// Counts one more thread; the count goes down when the returned guard is dropped, even by
     /// a thread that panics, so a broken connection can never hold up the cap or shutdown.
+    /// (`self: &Arc<Self>`: called on the `Arc`, so the guard can keep a clone of it.)
     fn enter(self: &Arc<Self>) -> LiveGuard {
         self.add(1);
         LiveGuard(Arc::clone(self))
@@ -87,6 +92,7 @@ impl Live {
 
     fn add(&self, delta: isize) {
         let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        // usize + isize, panicking below zero (a guard dropped twice would be a bug).
         *count = count
             .checked_add_signed(delta)
             .expect("thread count underflow");
@@ -125,6 +131,8 @@ fn spawn_connection(stream: TcpStream, config: ServerConfig, live: &Arc<Live>) {
     let spawned = thread::Builder::new()
         .stack_size(STACK_SIZE)
         .spawn(move || {
+            // Moved in, and dropped when the thread ends (its slot given back); `_guard`, not
+            // `_`, which would drop it at once.
             let _guard = guard;
             let mut conn = Connection::new(config, Instant::now());
             blocking::serve_connection(stream, &mut conn, &DATE);
