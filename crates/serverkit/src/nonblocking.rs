@@ -22,7 +22,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -45,10 +45,12 @@ pub enum Waiting {
     Timer,
 }
 
-/// One open connection of a loop.
-pub struct Conn<W> {
+/// One open connection of a loop, on a socket of type `S`: std's [`TcpStream`] for the loops
+/// over raw syscalls, `mio::net::TcpStream` for the one over mio (any non-blocking stream
+/// socket that reads, writes and lends its descriptor).
+pub struct Conn<W, S = TcpStream> {
     /// The socket (non-blocking); dropping it closes the descriptor.
-    pub stream: TcpStream,
+    pub stream: S,
     /// Its token: serial number and descriptor; never the same for two connections.
     pub token: u64,
     /// Its protocol state, without buffers while it holds no bytes.
@@ -66,17 +68,17 @@ pub struct Conn<W> {
 ///
 /// A connection's state lives in its slot, without buffers: accepting writes a slot and
 /// allocates nothing (the table grows only past its largest descriptor so far).
-pub struct Conns<W> {
+pub struct Conns<W, S = TcpStream> {
     config: ServerConfig,
-    slots: Vec<Option<Conn<W>>>,
+    slots: Vec<Option<Conn<W, S>>>,
     open: usize,
     pool: BufferPool,
     next_serial: u64,
 }
 
-impl<W> Conns<W> {
+impl<W, S: Read + Write + AsFd> Conns<W, S> {
     /// No connections; the ones added will speak by `config`.
-    pub fn new(config: ServerConfig) -> Conns<W> {
+    pub fn new(config: ServerConfig) -> Conns<W, S> {
         Conns {
             config,
             slots: Vec::new(),
@@ -103,8 +105,8 @@ impl<W> Conns<W> {
     }
 
     /// Adds a connection accepted at `now`, waiting to read; returns its token.
-    pub fn add(&mut self, stream: TcpStream, watch: W, now: Instant) -> u64 {
-        let fd = stream.as_raw_fd() as usize;
+    pub fn add(&mut self, stream: S, watch: W, now: Instant) -> u64 {
+        let fd = stream.as_fd().as_raw_fd() as usize;
         if self.slots.len() <= fd {
             self.slots.resize_with(fd + 1, || None);
         }
@@ -122,18 +124,18 @@ impl<W> Conns<W> {
     }
 
     /// The connection behind `token`, if it is still the one the token was made for.
-    pub fn get(&mut self, token: u64) -> Option<&mut Conn<W>> {
+    pub fn get(&mut self, token: u64) -> Option<&mut Conn<W, S>> {
         find(&mut self.slots, token)
     }
 
     /// [`get`](Self::get), with the pool beside it: for a loop that drives the connection
     /// itself ([`Connection::next_lent`], [`Connection::lend`]).
-    pub fn get_with_pool(&mut self, token: u64) -> Option<(&mut Conn<W>, &mut BufferPool)> {
+    pub fn get_with_pool(&mut self, token: u64) -> Option<(&mut Conn<W, S>, &mut BufferPool)> {
         Some((find(&mut self.slots, token)?, &mut self.pool))
     }
 
     /// The connection on descriptor `fd`, if any.
-    pub fn by_fd(&mut self, fd: usize) -> Option<&mut Conn<W>> {
+    pub fn by_fd(&mut self, fd: usize) -> Option<&mut Conn<W, S>> {
         self.slots.get_mut(fd)?.as_mut()
     }
 
@@ -145,7 +147,7 @@ impl<W> Conns<W> {
     }
 
     /// Every open connection, by descriptor.
-    pub fn iter(&self) -> impl Iterator<Item = &Conn<W>> {
+    pub fn iter(&self) -> impl Iterator<Item = &Conn<W, S>> {
         self.slots.iter().flatten()
     }
 
@@ -184,9 +186,19 @@ impl<W> Conns<W> {
     /// # Errors
     /// The socket failed (a reset): the loop closes the connection.
     pub fn read(&mut self, token: u64, now: Instant) -> io::Result<bool> {
+        Ok(self.read_edge(token, now)? != Got::Nothing)
+    }
+
+    /// [`read`](Self::read), saying whether the socket may hold more ([`Got::Full`]): for a
+    /// loop told of readiness only when it changes (edge-triggered, as mio is), which must read
+    /// again until the socket is drained or it hears of it no more.
+    ///
+    /// # Errors
+    /// The socket failed (a reset): the loop closes the connection.
+    pub fn read_edge(&mut self, token: u64, now: Instant) -> io::Result<Got> {
         match find(&mut self.slots, token) {
-            Some(conn) => read_once(&mut conn.stream, &mut conn.http, &mut self.pool, now),
-            None => Ok(false),
+            Some(conn) => read_counted(&mut conn.stream, &mut conn.http, &mut self.pool, now),
+            None => Ok(Got::Nothing),
         }
     }
 
@@ -202,7 +214,7 @@ impl<W> Conns<W> {
     /// back to the pool); returns what the model kept beside it. `None` if the token finds no
     /// connection.
     pub fn close(&mut self, token: u64) -> Option<W> {
-        let fd = self.get(token)?.stream.as_raw_fd() as usize;
+        let fd = self.get(token)?.stream.as_fd().as_raw_fd() as usize;
         let mut conn = self.slots[fd].take()?;
         conn.http.give_back(&mut self.pool);
         self.open -= 1;
@@ -211,7 +223,7 @@ impl<W> Conns<W> {
 }
 
 /// The connection behind `token` in `slots`, if it is still the one the token was made for.
-fn find<W>(slots: &mut [Option<Conn<W>>], token: u64) -> Option<&mut Conn<W>> {
+fn find<W, S>(slots: &mut [Option<Conn<W, S>>], token: u64) -> Option<&mut Conn<W, S>> {
     let slot = slots.get_mut((token & 0xffff_ffff) as usize)?;
     slot.as_mut().filter(|conn| conn.token == token)
 }
@@ -257,20 +269,49 @@ pub fn accept(listener: &TcpListener) -> io::Result<Option<TcpStream>> {
 /// # Errors
 /// The socket failed (a reset): the loop closes the connection, which costs nothing more.
 pub fn read_once(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     http: &mut Connection,
     pool: &mut BufferPool,
     now: Instant,
 ) -> io::Result<bool> {
+    Ok(read_counted(stream, http, pool, now)? != Got::Nothing)
+}
+
+/// What one read from a socket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Got {
+    /// Nothing was there (`EAGAIN`).
+    Nothing,
+    /// Fewer bytes than there was room for: the socket held no more at that moment, and bytes
+    /// that come later are a new edge (but a FIN that came with these bytes is read next).
+    Short,
+    /// A read of 0: the peer closed its side.
+    End,
+    /// As many bytes as there was room for: more may be waiting.
+    Full,
+}
+
+/// [`read_once`], saying how full the read came back.
+fn read_counted(
+    stream: &mut impl Read,
+    http: &mut Connection,
+    pool: &mut BufferPool,
+    now: Instant,
+) -> io::Result<Got> {
     http.lend(pool);
+    let room = http.read_buf().len();
     match stream.read(http.read_buf()) {
         Ok(n) => {
             http.read(n, now);
-            Ok(true)
+            Ok(match n {
+                0 => Got::End,
+                n if n == room => Got::Full,
+                _ => Got::Short,
+            })
         }
         Err(e) if would_block(&e) => {
             http.release(pool);
-            Ok(false)
+            Ok(Got::Nothing)
         }
         Err(e) => Err(e),
     }
@@ -285,8 +326,8 @@ pub fn read_once(
 /// A [`Step::Readable`] is returned without trying the read: the loop reads when it knows (or,
 /// busy-polling, guesses) that bytes are there. Buffers come from `pool` while the connection
 /// has bytes in them, and are back there when it waits with none ([`Connection::next_lent`]).
-pub fn advance(
-    stream: &mut TcpStream,
+pub fn advance<S: Write + AsFd>(
+    stream: &mut S,
     http: &mut Connection,
     pool: &mut BufferPool,
     now: Instant,
@@ -297,8 +338,8 @@ pub fn advance(
 
 /// [`advance`], and the deadline of the wait it ends in (for [`Step::Readable`] and
 /// [`Step::Writable`]).
-fn advance_to_deadline(
-    stream: &mut TcpStream,
+fn advance_to_deadline<S: Write + AsFd>(
+    stream: &mut S,
     http: &mut Connection,
     pool: &mut BufferPool,
     now: Instant,
@@ -326,7 +367,7 @@ fn advance_to_deadline(
                 http.worked();
             }
             Action::CloseWrite => {
-                let _ = stream.shutdown(Shutdown::Write);
+                let _ = socket2::SockRef::from(&*stream).shutdown(Shutdown::Write);
             }
             Action::Close => return (Step::Close, None),
         }
