@@ -60,7 +60,7 @@ regress:
 ## SYSCALLS_N, MODELS, SYSCALLS_OUT
 SYSCALLS_N ?= 2000
 SYSCALLS_OUT ?= $(if $(filter 1,$(REFRESH)),results/syscalls,$(or $(TMPDIR),/tmp)/archbench-syscalls)
-MODELS ?= iterative fork threads pool pool-handoff prefork epoll select poll busypoll sigio reuseport tokio uring
+MODELS ?= iterative fork threads pool pool-handoff prefork epoll select poll busypoll sigio reuseport mio tokio uring
 syscalls: release
 	@echo "make syscalls: writing $(SYSCALLS_OUT)/latest.md (REFRESH=1: the committed results/syscalls)"
 	ARCHBENCH_BIN=$(ARCHBENCH_BIN) LOADS="k10 p10" scripts/syscalls.sh --out $(SYSCALLS_OUT) -n $(SYSCALLS_N) $(MODELS)

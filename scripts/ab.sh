@@ -19,7 +19,7 @@ out=$1
 shift
 bench_client=${BENCH_CLIENT:-target/release/bench-client}
 presets=${PRESETS:-paper http}
-servers=${SERVERS:-iterative,fork,threads,pool,prefork,epoll,tokio}
+servers=${SERVERS:-iterative,fork,threads,pool,prefork,epoll,mio,tokio}
 mkdir -p "$out"
 run() { # spec round
   local name=${1%%=*} rest=${1#*=} dir args=()

@@ -59,7 +59,7 @@ GET = b"GET / HTTP/1.1\r\nHost: idle\r\n\r\n"
 
 # The README's order.
 MODELS = ["iterative", "fork", "threads", "pool", "prefork", "epoll", "select", "poll",
-          "busypoll", "sigio", "reuseport", "tokio", "uring"]
+          "busypoll", "sigio", "reuseport", "mio", "tokio", "uring"]
 
 # Flags beyond --max-conns and --idle-timeout; {pool} is the most workers a pool allows.
 POOL_MAX = 4096

@@ -25,7 +25,7 @@ if start_nginx; then
 else
   echo "nginx not installed: no reference row" >&2
 fi
-for model in iterative fork threads pool prefork epoll tokio; do
+for model in iterative fork threads pool prefork epoll mio tokio; do
   out=$(mktemp)
   "$bin/server-$model" > "$out" &
   pid=$!

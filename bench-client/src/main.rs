@@ -226,7 +226,7 @@ struct SuiteArgs {
     reps: Option<u32>,
 
     /// Only these servers, comma-separated (iterative,fork,threads,pool,pool-handoff,prefork,
-    /// epoll,select,poll,busypoll,sigio,reuseport,uring,tokio,node,nginx; node-cluster and
+    /// epoll,select,poll,busypoll,sigio,reuseport,mio,uring,tokio,node,nginx; node-cluster and
     /// nginx-workers with more than one core).
     #[arg(long, value_delimiter = ',')]
     servers: Option<Vec<String>>,

@@ -11,7 +11,7 @@ use support::{csv_in, script};
 
 mod support;
 
-const MODELS: [&str; 12] = [
+const MODELS: [&str; 13] = [
     "iterative",
     "fork",
     "threads",
@@ -23,6 +23,7 @@ const MODELS: [&str; 12] = [
     "busypoll",
     "sigio",
     "reuseport",
+    "mio",
     "tokio",
 ];
 

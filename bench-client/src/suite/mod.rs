@@ -86,6 +86,7 @@ pub fn servers() -> Vec<ServerDef> {
             "server-reuseport",
             "epoll workers with SO_REUSEPORT, one per core",
         ),
+        model("mio", "server-mio", "mio event loop, one thread"),
         model("tokio", "server-tokio", "tokio, work-stealing runtime"),
         model("uring", "server-uring", "io_uring completions, one thread"),
         ServerDef {

@@ -39,9 +39,13 @@
 //! (`src/main.rs`) runs it on one listener in one process; `server-reuseport` runs one in each
 //! of its worker processes, each on a listener of its own.
 //!
+//! `--transport udp` runs [`udp::run`] instead: one socket, and `recvmmsg`/`sendmmsg` batches.
+//!
 //! ```text
 //! server-epoll --workload delay:100ms
 //! ```
+
+pub mod udp;
 
 use std::io;
 use std::net::{TcpListener, TcpStream};

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use server_epoll::EventLoop;
-use serverkit::{listener, shutdown, ServerArgs};
+use serverkit::{listener, shutdown, ServerArgs, Transport};
 
 /// Epoll event-loop server: one thread, many connections.
 #[derive(Parser)]
@@ -26,6 +26,12 @@ fn main() -> ExitCode {
 }
 
 fn start(args: &ServerArgs) -> io::Result<()> {
+    if args.transport == Transport::Udp {
+        let socket = serverkit::udp::bind(args)?;
+        shutdown::install(&socket)?;
+        listener::announce_addr(socket.local_addr()?)?;
+        return server_epoll::udp::run(socket, args.workload);
+    }
     let listener = listener::bind(args)?;
     shutdown::install(&listener)?;
     let addr = listener.local_addr()?;

@@ -7,6 +7,10 @@
 //! client) holds the server until it leaves or times out. **Watch in the benchmark:** Table 2
 //! sits at 10 s where every concurrent model is at 2 s.
 //!
+//! `--transport udp` is the same loop over datagrams, and the natural UDP server: a
+//! `recvfrom` and a `sendto` per request on one socket, no connection to wait behind
+//! (`serverkit::udp::serve_iterative`).
+//!
 //! ```text
 //! server-iterative --workload delay:100ms
 //! curl -s http://127.0.0.1:PORT/
@@ -21,7 +25,7 @@ use clap::Parser;
 use serverkit::blocking::{self, Accepted};
 use serverkit::connection::Connection;
 use serverkit::date::SharedDate;
-use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
+use serverkit::{listener, shutdown, udp, ServerArgs, ServerConfig, Transport};
 
 /// The cached `Date` header: one process, one thread, so one cache that nothing else touches.
 static DATE: SharedDate = SharedDate::new();
@@ -40,6 +44,12 @@ fn main() -> ExitCode {
 }
 
 fn start(args: &ServerArgs) -> io::Result<()> {
+    if args.transport == Transport::Udp {
+        let socket = udp::bind(args)?;
+        shutdown::install(&socket)?;
+        listener::announce_addr(socket.local_addr()?)?;
+        return udp::serve_iterative(&socket, args.workload);
+    }
     let listener = listener::bind(args)?;
     shutdown::install(&listener)?;
     listener::announce(&listener)?;

@@ -21,6 +21,16 @@ pub enum Protocol {
     Raw,
 }
 
+/// Which transport a server listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// TCP: connections, and the protocol of `--protocol` on each.
+    Tcp,
+    /// UDP: a datagram in, `HelloWorld\n` out (the raw protocol without a connection). Only
+    /// the iterative and epoll servers serve it; the others exit 2 ([`crate::udp`] says why).
+    Udp,
+}
+
 /// The flags every server takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
@@ -37,6 +47,11 @@ pub struct ServerArgs {
     /// Protocol spoken on each connection.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
+
+    /// `tcp`, or `udp`: a datagram in, `HelloWorld\n` out (server-iterative and server-epoll
+    /// only; `--protocol` is then ignored).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
 
     /// Most connections served at once: children (fork), threads (threads), open connections
     /// (event loops). Past it the server stops accepting and new clients wait in the backlog.

@@ -34,18 +34,24 @@ pub mod nonblocking;
 pub mod shutdown;
 pub mod supervisor;
 pub mod timers;
+pub mod udp;
 pub mod workload;
 
-pub use cli::{Protocol, ServerArgs, ServerConfig};
+pub use cli::{Protocol, ServerArgs, ServerConfig, Transport};
 pub use workload::Workload;
 
 use std::process::ExitCode;
 
-/// Maps the result of a server's `run` to its exit code: 0 on a clean stop, 1 with a one-line
-/// message on stderr otherwise.
+/// Maps the result of a server's `run` to its exit code: 0 on a clean stop, 2 for a transport
+/// the model does not serve ([`udp::tcp_only`], a usage error), 1 with a one-line message on
+/// stderr otherwise.
 pub fn exit_code(name: &str, result: std::io::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if udp::is_tcp_only(&e) => {
+            eprintln!("error: {name}: {e} (see --help)");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("{name}: {e}");
             ExitCode::FAILURE

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::cli::ServerArgs;
+use crate::cli::{ServerArgs, Transport};
 
 /// What the ready line starts with: `listening on ADDR`.
 pub const READY_PREFIX: &str = "listening on ";
@@ -40,6 +40,9 @@ pub fn bind(args: &ServerArgs) -> io::Result<TcpListener> {
 /// # Errors
 /// Any socket error (address in use, permission denied, ...).
 pub fn reserve(args: &ServerArgs) -> io::Result<Socket> {
+    if args.transport == Transport::Udp {
+        return Err(crate::udp::tcp_only());
+    }
     raise_fd_limit();
     if !args.addr.ip().is_loopback() {
         eprintln!(
@@ -153,6 +156,7 @@ mod tests {
             addr: "127.0.0.1:0".parse().unwrap(),
             workload: Workload::Hello,
             protocol: Protocol::Http,
+            transport: crate::Transport::Tcp,
             max_conns: 8,
             reuseport: false,
             read_timeout: Duration::from_secs(3),
