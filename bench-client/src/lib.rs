@@ -10,7 +10,8 @@
 //! - [`stats`]: medians, bootstrap intervals, and when a difference may be claimed;
 //! - [`suite`]: the suite runner (`paper`, `suite --preset`), its reports and plots;
 //! - [`regress`]: the CI regression gate (`compare`);
-//! - [`html`]: every preset's report on one static page (`bench-client html`, `make report`).
+//! - [`html`]: every preset's report on one static page (`bench-client html`, `make report`);
+//! - [`udp`]: `load --udp`, the raw protocol over datagrams, loss counted as loss.
 #![deny(missing_docs)]
 
 pub mod engine;
@@ -25,5 +26,6 @@ pub mod stats;
 pub mod suite;
 pub mod target;
 pub mod timeline;
+pub mod udp;
 
 pub use engine::{ErrorCounts, LoadSpec};

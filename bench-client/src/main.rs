@@ -209,6 +209,12 @@ struct LoadArgs {
     #[arg(long, default_value = "NA")]
     server: String,
 
+    /// UDP: a datagram per request, `HelloWorld\n` back (a server started with `--transport
+    /// udp`); closed loop with -c, open loop with --rate; an answer not back within --timeout
+    /// is counted lost, never resent. Takes -n, -d, -c, --rate, --timeout, --json.
+    #[arg(long)]
+    udp: bool,
+
     /// Label for the workload column of result rows.
     #[arg(long, default_value = "NA")]
     workload: String,
@@ -367,6 +373,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// `load --udp`: the UDP client of `bench_client::udp`, its summary or its JSON.
+fn udp_load(args: &LoadArgs) -> ExitCode {
+    let spec = bench_client::udp::UdpSpec {
+        target: args.target.addr,
+        requests: args.requests,
+        duration: args.duration.or(args.requests.is_none().then_some(Duration::from_secs(10))),
+        concurrency: args.concurrency as usize,
+        rate: args.rate,
+        timeout: args.timeout,
+    };
+    match bench_client::udp::run(&spec) {
+        Ok(result) if args.json => {
+            println!("{}", serde_json::to_string(&result).expect("serializable"));
+            ExitCode::SUCCESS
+        }
+        Ok(result) => {
+            print!("{}", bench_client::udp::summary(&spec, &result));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: UDP load: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
@@ -377,6 +409,9 @@ fn usage_error(message: &str) -> ExitCode {
 }
 
 fn load_command(args: LoadArgs) -> ExitCode {
+    if args.udp {
+        return udp_load(&args);
+    }
     if args.source_addrs > 0 && !args.target.addr.ip().is_loopback() {
         return usage_error("--source-addrs spreads over 127.0.0.x and needs a loopback target");
     }

@@ -313,6 +313,28 @@ pub fn bad_flags_exit_2_with_one_line(bin: &str, _: Model) {
     }
 }
 
+/// `--transport udp`: a model that serves it answers a datagram (its own checks are in
+/// [`crate::udp`]); every other model exits 2 with one line, before binding anything.
+pub fn transport_udp_is_served_or_refused(bin: &str, _: Model) {
+    if profile(bin).serves_udp {
+        let server = Server::start(bin, &["--transport", "udp"]);
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let answer = crate::udp::ask(&socket, server.addr, b"x");
+        assert_eq!(answer.as_deref(), Some(crate::udp::ANSWER));
+        return;
+    }
+    let output = crate::server::command(bin, &["--transport", "udp"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error:") && stderr.contains("udp"), "{stderr}");
+    assert!(output.stdout.is_empty(), "it announced a listener");
+}
+
 /// Half a request head, then silence: the server answers `408` after the read timeout, and
 /// closes.
 pub fn read_timeout_answers_408_and_closes(bin: &str, _: Model) {
@@ -585,6 +607,9 @@ pub struct Profile {
     /// Why the server burns CPU with nothing to do (its model never blocks), which excuses it
     /// from the checks that it does not spin; `None` for every server that waits.
     pub spins_by_design: Option<&'static str>,
+    /// It serves `--transport udp` (its `tests/udp.rs` runs [`crate::udp_suite!`]); every
+    /// other server refuses it.
+    pub serves_udp: bool,
 }
 
 /// The [`Profile`] of the server binary `bin`.
@@ -613,6 +638,7 @@ pub fn profile(bin: &str) -> Profile {
         cap_of_two,
         descriptors_bounded,
         spins_by_design,
+        serves_udp: matches!(name, "server-iterative" | "server-epoll"),
     }
 }
 

@@ -26,6 +26,7 @@ pub mod checks;
 pub mod client;
 pub mod memory;
 pub mod server;
+pub mod udp;
 
 pub use server::Server;
 
@@ -98,6 +99,7 @@ macro_rules! suite {
             higher_minor_versions_are_served_and_http2_gets_505,
             a_long_target_gets_414_and_fields_fit_by_size,
             a_silent_connection_is_closed_at_the_read_timeout,
+            transport_udp_is_served_or_refused,
         );
     };
     (@tests $bin:expr, $model:expr, $args:tt, $skip:expr; $($check:ident),* $(,)?) => {
