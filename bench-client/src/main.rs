@@ -378,7 +378,9 @@ fn udp_load(args: &LoadArgs) -> ExitCode {
     let spec = bench_client::udp::UdpSpec {
         target: args.target.addr,
         requests: args.requests,
-        duration: args.duration.or(args.requests.is_none().then_some(Duration::from_secs(10))),
+        duration: args
+            .duration
+            .or(args.requests.is_none().then_some(Duration::from_secs(10))),
         concurrency: args.concurrency as usize,
         rate: args.rate,
         timeout: args.timeout,

@@ -253,10 +253,11 @@ fn open_loop(spec: &UdpSpec, rate: f64) -> std::io::Result<UdpResult> {
         match socket.send_to(REQUEST, spec.target) {
             Ok(_) => {}
             // The client's own send buffer full, or an ICMP error: the request is lost.
-            Err(e) if matches!(
-                e.kind(),
-                ErrorKind::WouldBlock | ErrorKind::ConnectionRefused | ErrorKind::Interrupted
-            ) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::ConnectionRefused | ErrorKind::Interrupted
+                ) => {}
             Err(e) => return Err(e),
         }
         sent += 1;
@@ -391,7 +392,10 @@ mod tests {
     #[test]
     fn no_server_is_all_loss() {
         // A port nobody listens on: every request is lost, none retried.
-        let unused = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let unused = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let mut spec = spec(unused, None);
         spec.requests = Some(8);
         spec.timeout = Duration::from_millis(50);

@@ -319,7 +319,9 @@ pub fn transport_udp_is_served_or_refused(bin: &str, _: Model) {
     if profile(bin).serves_udp {
         let server = Server::start(bin, &["--transport", "udp"]);
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let answer = crate::udp::ask(&socket, server.addr, b"x");
         assert_eq!(answer.as_deref(), Some(crate::udp::ANSWER));
         return;
@@ -331,7 +333,10 @@ pub fn transport_udp_is_served_or_refused(bin: &str, _: Model) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error:") && stderr.contains("udp"), "{stderr}");
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("udp"),
+        "{stderr}"
+    );
     assert!(output.stdout.is_empty(), "it announced a listener");
 }
 

@@ -91,9 +91,20 @@ pub fn a_burst_gets_an_answer_per_datagram(bin: &str) {
 pub fn oversized_datagrams_are_ignored(bin: &str) {
     let server = udp_server(bin);
     let socket = client(Duration::from_millis(300));
-    assert_eq!(ask(&socket, server.addr, &[b'a'; 512]).as_deref(), Some(ANSWER));
-    assert_eq!(ask(&socket, server.addr, &[b'a'; 513]), None, "513 bytes answered");
-    assert_eq!(ask(&socket, server.addr, &[b'a'; 9000]), None, "9000 bytes answered");
+    assert_eq!(
+        ask(&socket, server.addr, &[b'a'; 512]).as_deref(),
+        Some(ANSWER)
+    );
+    assert_eq!(
+        ask(&socket, server.addr, &[b'a'; 513]),
+        None,
+        "513 bytes answered"
+    );
+    assert_eq!(
+        ask(&socket, server.addr, &[b'a'; 9000]),
+        None,
+        "9000 bytes answered"
+    );
     let socket = client(Duration::from_secs(2));
     assert_eq!(ask(&socket, server.addr, b"x").as_deref(), Some(ANSWER));
 }
@@ -120,7 +131,13 @@ pub fn sigterm_exits_0_at_once(bin: &str) {
     assert_eq!(ask(&socket, server.addr, b"x").as_deref(), Some(ANSWER));
     let start = Instant::now();
     server.signal(libc::SIGTERM);
-    let status = server.wait_exit(Duration::from_secs(2)).expect("still running");
+    let status = server
+        .wait_exit(Duration::from_secs(2))
+        .expect("still running");
     assert!(status.success(), "{status:?}");
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
 }

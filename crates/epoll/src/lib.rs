@@ -39,7 +39,7 @@
 //! (`src/main.rs`) runs it on one listener in one process; `server-reuseport` runs one in each
 //! of its worker processes, each on a listener of its own.
 //!
-//! `--transport udp` runs [`udp::run`] instead: one socket, and `recvmmsg`/`sendmmsg` batches.
+//! `--transport udp` runs [`udp::DatagramLoop`] instead: one socket, and `recvmmsg`/`sendmmsg` batches.
 //!
 //! ```text
 //! server-epoll --workload delay:100ms

@@ -9,6 +9,7 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
+use server_epoll::udp::DatagramLoop;
 use server_epoll::EventLoop;
 use serverkit::{listener, shutdown, ServerArgs, Transport};
 
@@ -29,8 +30,10 @@ fn start(args: &ServerArgs) -> io::Result<()> {
     if args.transport == Transport::Udp {
         let socket = serverkit::udp::bind(args)?;
         shutdown::install(&socket)?;
-        listener::announce_addr(socket.local_addr()?)?;
-        return server_epoll::udp::run(socket, args.workload);
+        let addr = socket.local_addr()?;
+        let datagram_loop = DatagramLoop::new(socket, args.workload)?;
+        listener::announce_addr(addr)?;
+        return datagram_loop.run();
     }
     let listener = listener::bind(args)?;
     shutdown::install(&listener)?;

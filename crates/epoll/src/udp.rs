@@ -130,36 +130,65 @@ impl Batch {
     }
 }
 
-/// Serves datagrams on `socket` until a shutdown is requested.
-///
-/// # Errors
-/// If the epoll set cannot be made, `epoll_wait` fails, or `recvmmsg` fails for another
-/// reason than an empty queue.
-pub fn run(socket: UdpSocket, workload: Workload) -> io::Result<()> {
-    socket.set_nonblocking(true)?;
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    epoll.add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
-    let mut events = [EpollEvent::empty(); 1];
-    let mut batch = Batch::new();
-    while !shutdown::requested() {
-        match epoll.wait(&mut events, EpollTimeout::NONE) {
-            Ok(_) => {}
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        // Until the queue is empty: a short batch means it was.
-        loop {
-            let received = match batch.receive(&socket) {
-                Ok(n) => n,
-                Err(e) if udp::waits(&e) => 0, // ECONNREFUSED from an answer sent earlier
-                Err(_) if shutdown::requested() => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            batch.answer(&socket, received, workload);
-            if received < BATCH {
-                break;
+/// The datagram loop: one socket in an epoll set, and its batch.
+pub struct DatagramLoop {
+    socket: UdpSocket,
+    epoll: Epoll,
+    workload: Workload,
+    batch: Box<Batch>,
+}
+
+impl DatagramLoop {
+    /// A loop that will serve `socket`, each datagram costing `workload`: made before the
+    /// ready line, so that the server holds every descriptor it will ever hold once it
+    /// announces.
+    ///
+    /// # Errors
+    /// If the epoll set cannot be made.
+    pub fn new(socket: UdpSocket, workload: Workload) -> io::Result<DatagramLoop> {
+        socket.set_nonblocking(true)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(&socket, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        Ok(DatagramLoop {
+            socket,
+            epoll,
+            workload,
+            batch: Batch::new(),
+        })
+    }
+
+    /// Serves datagrams until a shutdown is requested.
+    ///
+    /// # Errors
+    /// If `epoll_wait` fails, or `recvmmsg` fails for another reason than an empty queue.
+    pub fn run(self) -> io::Result<()> {
+        let DatagramLoop {
+            socket,
+            epoll,
+            workload,
+            mut batch,
+        } = self;
+        let mut events = [EpollEvent::empty(); 1];
+        while !shutdown::requested() {
+            match epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            // Until the queue is empty: a short batch means it was.
+            loop {
+                let received = match batch.receive(&socket) {
+                    Ok(n) => n,
+                    Err(e) if udp::waits(&e) => 0, // ECONNREFUSED from an answer sent earlier
+                    Err(_) if shutdown::requested() => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                batch.answer(&socket, received, workload);
+                if received < BATCH {
+                    break;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }

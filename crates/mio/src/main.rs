@@ -173,7 +173,11 @@ impl EventLoop {
             match self.listener.accept() {
                 Ok((stream, _)) => self.on_accepted(stream, now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return, // drained: the edge re-arms
-                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) => {}
                 Err(e) => {
                     // EMFILE/ENFILE: stop watching the listener until the next tick.
                     serverkit::blocking::report_accept_error(&e);
