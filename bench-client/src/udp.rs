@@ -66,6 +66,8 @@ pub struct UdpResult {
     pub loss_ratio: f64,
     /// Seconds from the first send to the last deadline or answer.
     pub elapsed_s: f64,
+    /// Seconds from the first send to the last.
+    pub send_window_s: f64,
     /// Answers per second of the sending window.
     pub answers_per_s: f64,
     /// Latency of the answered requests, milliseconds: mean, p50, p99, max.
@@ -140,6 +142,7 @@ impl Tally {
                 self.lost as f64 / self.sent as f64
             },
             elapsed_s: elapsed.as_secs_f64(),
+            send_window_s: window.as_secs_f64(),
             answers_per_s: self.answered as f64 / window.as_secs_f64().max(1e-9),
             latency_ms,
         }
