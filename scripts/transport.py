@@ -112,7 +112,7 @@ def loss_row(model, rate, duration):
     window = max(result["send_window_s"], 1e-9)
     return {"model": model, "rate": rate, "sent": result["sent"],
             "sent_per_s": round(result["sent"] / window), "answered": result["answered"],
-            "lost": result["lost"], "loss_pct": round(100 * result["loss_ratio"], 3),
+            "lost": result["lost"], "late": result["stray"], "loss_pct": round(100 * result["loss_ratio"], 3),
             "rcvbuf_bytes": rcvbuf,
             "rcvbuf_errors": after["RcvbufErrors"] - before_snmp["RcvbufErrors"],
             "in_errors": after["InErrors"] - before_snmp["InErrors"],
@@ -181,14 +181,16 @@ def main():
               "## Loss at rising rates (UDP, open loop)", "",
               f"{a.duration} s per row, timeout 200 ms. `sent/s` is the rate the client "
               "reached (one sending thread; where it is below the rate asked, the client was "
-              "the limit). RcvbufErrors and InErrors are the kernel's counters over the row "
-              "(machine-wide).", "",
-              "| model | rate asked | rep | sent/s | sent | answered | lost | loss % | receive buffer "
+              "the limit). `late`: answers that came after their request's 200 ms deadline "
+              "(counted lost, not answered). RcvbufErrors and InErrors are the kernel's counters "
+              "over the row (machine-wide): lost beyond them (and beyond `late`) are answers "
+              "still queued at the client when the run ended.", "",
+              "| model | rate asked | rep | sent/s | sent | answered | lost | late | loss % | receive buffer "
               "(bytes) | RcvbufErrors | InErrors | server CPU µs/answer | p99 ms |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(loss_rows, key=lambda r: (MODELS.index(r["model"]), r["rate"], r["rep"])):
         lines.append(f"| {r['model']} | {r['rate']} | {r['rep']} | {r['sent_per_s']} | {r['sent']} | "
-                     f"{r['answered']} | {r['lost']} | {r['loss_pct']} | {r['rcvbuf_bytes']} | "
+                     f"{r['answered']} | {r['lost']} | {r['late']} | {r['loss_pct']} | {r['rcvbuf_bytes']} | "
                      f"{r['rcvbuf_errors']} | {r['in_errors']} | {r['cpu_us_per_answer']} | "
                      f"{r['p99_ms']:.3f} |")
     text = "\n".join(lines) + "\n"
