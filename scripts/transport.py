@@ -181,10 +181,13 @@ def main():
               "## Loss at rising rates (UDP, open loop)", "",
               f"{a.duration} s per row, timeout 200 ms. `sent/s` is the rate the client "
               "reached (one sending thread; where it is below the rate asked, the client was "
-              "the limit). `late`: answers that came after their request's 200 ms deadline "
-              "(counted lost, not answered). RcvbufErrors and InErrors are the kernel's counters "
-              "over the row (machine-wide): lost beyond them (and beyond `late`) are answers "
-              "still queued at the client when the run ended.", "",
+              "the limit). `late`: answers read after every request was past its deadline. An answer is matched "
+              "to the oldest request still inside its 200 ms deadline, so an answer read late "
+              "mostly counts for a later request, and the loss shows as the requests left "
+              "unanswered at the end. RcvbufErrors and InErrors are the kernel's counters over "
+              "the row (machine-wide): loss beyond them is answers the client read too late "
+              "(its one core runs the sender and the receiver; where sent/s falls short of the "
+              "rate asked, the client is the limit).", "",
               "| model | rate asked | rep | sent/s | sent | answered | lost | late | loss % | receive buffer "
               "(bytes) | RcvbufErrors | InErrors | server CPU µs/answer | p99 ms |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
