@@ -320,7 +320,8 @@ fn receive_open(
     }
 }
 
-/// The human summary of a UDP run.
+/// The human summary of a UDP run; its second line reads as TCP's (`elapsed ... N ok, ...`),
+/// which is what `bench-client measure` looks for.
 pub fn summary(spec: &UdpSpec, result: &UdpResult) -> String {
     let mode = match spec.rate {
         Some(rate) => format!("open loop at {rate} req/s"),
@@ -329,8 +330,9 @@ pub fn summary(spec: &UdpSpec, result: &UdpResult) -> String {
     let [mean, p50, p99, max] = result.latency_ms;
     format!(
         "UDP {target}, {mode}, timeout {timeout:?}\n\
-         sent {sent}, answered {answered}, lost {lost} ({loss:.3} %), stray {stray}\n\
-         {rps:.0} answers/s over {elapsed:.3} s\n\
+         elapsed   {elapsed:.3} s   {answered} ok, {lost} lost ({loss:.3} %), {stray} late, \
+         {sent} sent\n\
+         {rps:.0} answers/s\n\
          latency ms: mean {mean:.3}, p50 {p50:.3}, p99 {p99:.3}, max {max:.3}\n",
         target = spec.target,
         timeout = spec.timeout,
