@@ -30,11 +30,12 @@ fn spec(server: &TestServer, n: u64, c: usize) -> LoadSpec {
         spin: Duration::ZERO,
         source_addrs: 0,
         pipeline: 1,
+        request: bench_client::request::RequestSpec::default(),
     }
 }
 
 fn run(spec: &LoadSpec, engine: EngineKind) -> LoadResult {
-    load::run(spec, engine, false).expect("engine runs")
+    load::run(spec, engine, load::Show::default()).expect("engine runs")
 }
 
 /// Open loop: every request the schedule had due is answered, failed, never sent or abandoned,

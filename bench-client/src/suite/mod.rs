@@ -583,6 +583,7 @@ fn load_spec(cell: &CellSpec, opts: &SuiteOptions) -> LoadSpec {
         spin: DEFAULT_SPIN,
         source_addrs: cell.source_addrs,
         pipeline: cell.pipeline,
+        request: crate::request::RequestSpec::hello(),
     }
 }
 
@@ -599,6 +600,7 @@ fn unmeasured(
         stats: crate::engine::ThreadStats::new(),
         elapsed: Duration::ZERO,
         client_cpu: Duration::ZERO,
+        protocol_mismatch: false,
         partial: None,
         timeline: Vec::new(),
     };
@@ -664,7 +666,7 @@ fn measure(
         timeout: Duration::from_secs(5),
         ..spec.clone()
     };
-    let checked = load::run(&check, EngineKind::Epoll, false);
+    let checked = load::run(&check, EngineKind::Epoll, load::Show::default());
     if !matches!(&checked, Ok(r) if r.stats.ok == 1) {
         let exit = running.stop();
         let why = match &checked {
@@ -703,7 +705,7 @@ fn measure(
             ..spec.clone()
         },
     };
-    let _ = load::run(&warm, EngineKind::Epoll, false);
+    let _ = load::run(&warm, EngineKind::Epoll, load::Show::default());
 
     // Scale cells: the tree's memory before the cell's connections open, then the idle
     // connections (idle sweep), held until the end of the window.
@@ -738,7 +740,7 @@ fn measure(
                 cost::pss_tree_kb(pid)
             })
         });
-    let result = load::run(&spec, EngineKind::Epoll, false);
+    let result = load::run(&spec, EngineKind::Epoll, load::Show::default());
     let counters_after = running.counters();
     let tree_after = cost::sample_tree(running.pid(), true);
     let steal_after = meta::cpu_jiffies();
@@ -763,8 +765,7 @@ fn measure(
         .map(|(h, step)| h.describe(step.level));
     drop(held);
     // Still standing? One more request must be answered after the load (and the attack).
-    let answered_after =
-        matches!(load::run(&check, EngineKind::Epoll, false), Ok(r) if r.stats.ok == 1);
+    let answered_after = matches!(load::run(&check, EngineKind::Epoll, load::Show::default()), Ok(r) if r.stats.ok == 1);
     let out_of_memory = guard.is_some_and(server::MemoryGuard::finish);
     let exit = running.stop();
     let result = match result {
