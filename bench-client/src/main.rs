@@ -107,6 +107,9 @@ fn parse_warmup(text: &str) -> Result<Warmup, String> {
     }
 }
 
+/// `-c` when not given (with -n, at most -n).
+const DEFAULT_CONCURRENCY: u64 = 10;
+
 /// The longest `-d` and `--timeout`: a week (a soak run), where the servers' flags stop at an
 /// hour.
 const LONGEST_RUN: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -139,8 +142,9 @@ struct LoadArgs {
     requests: Option<u64>,
 
     /// Requests in flight at once: one per connection (ab's -c).
-    #[arg(short = 'c', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    concurrency: u32,
+    /// Default 10, or -n when that is smaller; above -n it is refused (as ab refuses it).
+    #[arg(short = 'c', long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    concurrency: Option<u32>,
 
     /// How long to send (wrk's -d), e.g. 5s, 90m, 24h; with -n, whichever ends first.
     #[arg(short = 'd', long, value_parser = parse_positive_duration)]
@@ -473,16 +477,18 @@ fn load_spec(args: &LoadArgs) -> Result<LoadSpec, String> {
     if args.source_addrs > 0 && !args.target.addrs.iter().all(|a| a.ip().is_loopback()) {
         return Err("--source-addrs spreads over 127.0.0.x and needs a loopback target".into());
     }
-    if let Some(n) = args.requests {
-        if u64::from(args.concurrency) > n {
-            // As ab: more connections than requests would leave some with nothing to send.
+    let concurrency = match (args.concurrency, args.requests) {
+        // As ab: more connections than requests would leave some with nothing to send.
+        (Some(c), Some(n)) if u64::from(c) > n => {
             return Err(format!(
-                "-c {} is more than -n {n}: at most {n} requests can be in flight (ab refuses \
-                 this too); lower -c or raise -n",
-                args.concurrency
-            ));
+                "-c {c} is more than -n {n}: at most {n} requests can be in flight (ab refuses \
+                 this too); lower -c or raise -n"
+            ))
         }
-    }
+        (Some(c), _) => c as usize,
+        (None, Some(n)) => n.min(DEFAULT_CONCURRENCY) as usize,
+        (None, None) => DEFAULT_CONCURRENCY as usize,
+    };
     if args.busy_poll && args.engine != EngineKind::Epoll {
         return Err("--busy-poll needs the epoll engine".into());
     }
@@ -534,7 +540,6 @@ fn load_spec(args: &LoadArgs) -> Result<LoadSpec, String> {
     if let Some(path) = &args.csv {
         output::check_appendable(path).map_err(|e| format!("--csv {}: {e}", path.display()))?;
     }
-    let concurrency = args.concurrency as usize;
     Ok(LoadSpec {
         target: args.target.clone(),
         requests: args.requests,
