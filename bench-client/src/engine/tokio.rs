@@ -65,11 +65,13 @@ pub fn run_thread(
     // Timed like the epoll engine: the run ends with its last request, not with the runtime's
     // teardown below.
     let ended = Instant::now();
+    let cpu = super::thread_cpu_time();
     drop(runtime);
     let stats =
         Rc::try_unwrap(stats).map_err(|_| io::Error::other("tasks outlived the runtime"))?;
     let mut stats = stats.into_inner();
     stats.finish(ended);
+    stats.cpu = cpu; // the run's, without the teardown
     Ok(stats)
 }
 

@@ -379,9 +379,7 @@ fn drive(
 ) -> Result<Vec<Segment>, CouldNotMeasure> {
     let sides = [Side::Baseline, Side::Candidate];
     let spec_for = |r: &Running, duration: Duration| LoadSpec {
-        target: format!("{}", r.addr)
-            .parse()
-            .expect("socket address is a target"),
+        target: crate::target::Target::at(r.addr),
         requests: None,
         duration: Some(duration),
         concurrency: cell.concurrency,

@@ -30,6 +30,7 @@ use crate::engine::DEFAULT_SPIN;
 use crate::load::{self, EngineKind, Labels, LoadResult};
 use crate::meta::{self, Machine};
 use crate::output::{self, Na, ResultRow, Status};
+use crate::target::Target;
 use crate::{stats, LoadSpec};
 use hostile::Adversary;
 use placement::Placement;
@@ -564,7 +565,7 @@ fn load_spec(cell: &CellSpec, opts: &SuiteOptions) -> LoadSpec {
         .duration
         .map(|d| opts.duration.unwrap_or(d * opts.scale as u32));
     LoadSpec {
-        target: "127.0.0.1:1".parse().expect("placeholder target"),
+        target: Target::at(([127, 0, 0, 1], 1).into()),
         requests: if duration.is_some() {
             None
         } else {
@@ -650,10 +651,10 @@ fn measure(
     let guard = cell
         .scale
         .map(|_| running.guard_memory(scale::memory_floor_kb()));
-    let target = format!("{}", running.addr)
-        .parse()
-        .expect("socket address is a target");
-    let spec = LoadSpec { target, ..spec };
+    let spec = LoadSpec {
+        target: Target::at(running.addr),
+        ..spec
+    };
 
     // The check: one request must get the right answer before anything is measured.
     let check = LoadSpec {
