@@ -85,6 +85,12 @@ impl RequestSpec {
     }
 }
 
+/// An HTTP token (RFC 9110 5.6.2): what a method and a header name are made of.
+fn is_token(text: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    !text.is_empty() && text.chars().all(allowed)
+}
+
 /// Parses `-H 'Name: value'`.
 ///
 /// # Errors
@@ -94,8 +100,7 @@ pub fn parse_header(text: &str) -> Result<(String, String), String> {
         .split_once(':')
         .ok_or_else(|| format!("'{text}' is not 'Name: value'"))?;
     let name = name.trim();
-    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if name.is_empty() || !name.chars().all(token) {
+    if !is_token(name) {
         return Err(format!("'{name}' is not a valid header name"));
     }
     if value.contains(['\r', '\n']) {
@@ -109,8 +114,7 @@ pub fn parse_header(text: &str) -> Result<(String, String), String> {
 /// # Errors
 /// An empty method or one with characters a token may not have.
 pub fn parse_method(text: &str) -> Result<String, String> {
-    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if text.is_empty() || !text.chars().all(token) {
+    if !is_token(text) {
         return Err(format!("'{text}' is not a valid HTTP method"));
     }
     Ok(text.to_string())

@@ -65,7 +65,19 @@ impl FromStr for Target {
         let has_scheme = text
             .split_once("://")
             .is_some_and(|(scheme, _)| !scheme.is_empty() && !scheme.contains(['/', '[', ':']));
-        if !has_scheme && text.matches(':').count() > 1 && !text.starts_with('[') {
+        // The host and port, as written: after the scheme and any userinfo, before the path.
+        let after_scheme = text
+            .split_once("://")
+            .filter(|_| has_scheme)
+            .map_or(text, |(_, r)| r);
+        let authority = after_scheme
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or("")
+            .rsplit('@')
+            .next()
+            .unwrap_or("");
+        if authority.matches(':').count() > 1 && !authority.starts_with('[') {
             return Err(refuse(
                 text,
                 "an IPv6 address needs brackets, as in curl: [::1]:8080 or http://[::1]:8080/",
@@ -174,75 +186,38 @@ mod tests {
 
     #[test]
     fn targets_are_read_as_curl_reads_them() {
+        #[rustfmt::skip]
         let table = [
             // Plain forms.
-            (
-                "http://127.0.0.1:8080/x/y",
-                Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/x/y"),
-            ),
-            (
-                "127.0.0.1:9000",
-                Parsed("127.0.0.1:9000", "127.0.0.1:9000", "/"),
-            ),
-            (
-                "http://127.0.0.1/",
-                Parsed("127.0.0.1:80", "127.0.0.1", "/"),
-            ),
+            ("http://127.0.0.1:8080/x/y", Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/x/y")),
+            ("127.0.0.1:9000", Parsed("127.0.0.1:9000", "127.0.0.1:9000", "/")),
+            ("http://127.0.0.1/", Parsed("127.0.0.1:80", "127.0.0.1", "/")),
             // A query with no path, a fragment (never sent), both.
-            (
-                "http://127.0.0.1:8080?x=1",
-                Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/?x=1"),
-            ),
-            (
-                "http://127.0.0.1:8080#top",
-                Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/"),
-            ),
-            (
-                "http://127.0.0.1:8080/a/b?x=1#frag",
-                Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/a/b?x=1"),
-            ),
-            (
-                "127.0.0.1:8080/p?q=2",
-                Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/p?q=2"),
-            ),
+            ("http://127.0.0.1:8080?x=1", Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/?x=1")),
+            ("http://127.0.0.1:8080#top", Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/")),
+            ("http://127.0.0.1:8080/a/b?x=1#frag", Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/a/b?x=1")),
+            ("127.0.0.1:8080/p?q=2", Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/p?q=2")),
             // Schemes are case-insensitive; the default port is not written in Host.
-            (
-                "HTTP://127.0.0.1:8080/",
-                Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/"),
-            ),
-            (
-                "Http://127.0.0.1:80/",
-                Parsed("127.0.0.1:80", "127.0.0.1", "/"),
-            ),
+            ("HTTP://127.0.0.1:8080/", Parsed("127.0.0.1:8080", "127.0.0.1:8080", "/")),
+            ("Http://127.0.0.1:80/", Parsed("127.0.0.1:80", "127.0.0.1", "/")),
             // Dot segments resolved, spaces encoded, as curl sends them.
-            (
-                "http://127.0.0.1:1/a/../b/./c",
-                Parsed("127.0.0.1:1", "127.0.0.1:1", "/b/c"),
-            ),
-            (
-                "http://127.0.0.1:1/a b",
-                Parsed("127.0.0.1:1", "127.0.0.1:1", "/a%20b"),
-            ),
+            ("http://127.0.0.1:1/a/../b/./c", Parsed("127.0.0.1:1", "127.0.0.1:1", "/b/c")),
+            ("http://127.0.0.1:1/a b", Parsed("127.0.0.1:1", "127.0.0.1:1", "/a%20b")),
             // IPv6: brackets in the URL and in Host, as curl.
             ("[::1]:81", Parsed("[::1]:81", "[::1]:81", "/")),
             ("http://[::1]:81/x", Parsed("[::1]:81", "[::1]:81", "/x")),
             ("http://[::1]/", Parsed("[::1]:80", "[::1]", "/")),
             // Userinfo is accepted (it becomes Authorization, tested below).
-            (
-                "http://user:pw@127.0.0.1:5/",
-                Parsed("127.0.0.1:5", "127.0.0.1:5", "/"),
-            ),
+            ("http://user:pw@127.0.0.1:5/", Parsed("127.0.0.1:5", "127.0.0.1:5", "/")),
             // Refusals, each saying why.
             ("::1:8080", Refused("needs brackets")),
-            ("http://::1:8080/", Refused("")),
+            ("http://::1:8080/", Refused("needs brackets")),
+            ("http://u@::1/", Refused("needs brackets")),
             ("http://127.0.0.1:99999/", Refused("0 to 65535")),
             ("127.0.0.1:99999", Refused("0 to 65535")),
-            (
-                "https://127.0.0.1:1/",
-                Refused("unsupported scheme 'https'"),
-            ),
+            ("https://127.0.0.1:1/", Refused("unsupported scheme 'https'")),
             ("ftp://127.0.0.1/", Refused("unsupported scheme 'ftp'")),
-            ("http:///", Refused("")),
+            ("http:///", Refused("no host")),
             ("http://no-such-host.invalid/", Refused("cannot resolve")),
         ];
         for (text, expect) in table {
