@@ -16,6 +16,17 @@ fn bench_client(args: &[&str]) -> Output {
         .expect("run bench-client")
 }
 
+/// Runs bench-client, which must succeed (its stderr in the failure message).
+fn succeed(args: &[&str]) -> Output {
+    let out = bench_client(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("archbench-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -29,7 +40,7 @@ fn csv_and_json_carry_the_same_figures() {
     let dir = temp_dir("csvjson");
     let csv = dir.join("runs.csv");
     let csv_arg = csv.to_str().unwrap();
-    let out = bench_client(&[
+    let out = succeed(&[
         "load",
         "-n",
         "300",
@@ -41,11 +52,6 @@ fn csv_and_json_carry_the_same_figures() {
         csv_arg,
         &server.url(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let from_json: ResultRow = serde_json::from_slice(&out.stdout).expect("stdout is one JSON row");
     let rows = read_csv(&csv).unwrap();
     assert_eq!(rows, vec![from_json.clone()]);
@@ -57,8 +63,7 @@ fn csv_and_json_carry_the_same_figures() {
     assert!(from_json.rps > 0.0 && from_json.lat_p50_ms.0.is_some());
 
     // A second run appends a row under the same header.
-    let out = bench_client(&["load", "-n", "10", "--csv", csv_arg, &server.url()]);
-    assert!(out.status.success());
+    succeed(&["load", "-n", "10", "--csv", csv_arg, &server.url()]);
     let text = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(text.lines().count(), 3);
     assert_eq!(text.matches("run_id").count(), 1);
@@ -68,8 +73,7 @@ fn csv_and_json_carry_the_same_figures() {
 #[test]
 fn summary_names_the_figures() {
     let server = TestServer::start(Behaviour::Hello);
-    let out = bench_client(&["load", "-n", "100", "-c", "2", &server.addr.to_string()]);
-    assert!(out.status.success());
+    let out = succeed(&["load", "-n", "100", "-c", "2", &server.addr.to_string()]);
     let text = String::from_utf8(out.stdout).unwrap();
     for word in ["req/s", "p50", "p99.9", "max", "100 ok, 0 errors", "CPU"] {
         assert!(text.contains(word), "summary lacks {word:?}:\n{text}");
@@ -338,7 +342,7 @@ fn statuses_are_counted_and_shown_everywhere() {
 #[test]
 fn method_headers_and_body_are_sent_as_asked() {
     let server = StatusServer::start();
-    let out = bench_client(&[
+    succeed(&[
         "load",
         "-n",
         "2",
@@ -359,12 +363,6 @@ fn method_headers_and_body_are_sent_as_asked() {
         "2xx,3xx",
         &server.url(),
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let requests = server.requests.lock().unwrap();
     let first = String::from_utf8_lossy(&requests[0]);
     let host = format!("Host: {}\r\n", server.addr);
@@ -387,7 +385,7 @@ fn method_headers_and_body_are_sent_as_asked() {
     let file = dir.join("body.bin");
     std::fs::write(&file, b"\x00\x01binary\r\n").unwrap();
     let server = StatusServer::start();
-    let out = bench_client(&[
+    succeed(&[
         "load",
         "-n",
         "1",
@@ -399,12 +397,6 @@ fn method_headers_and_body_are_sent_as_asked() {
         file.to_str().unwrap(),
         &server.url(),
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let requests = server.requests.lock().unwrap();
     assert!(
         requests[0].ends_with(b"Content-Length: 10\r\nConnection: close\r\n\r\n\x00\x01binary\r\n")
@@ -416,7 +408,7 @@ fn json_has_numbers_and_nulls_and_the_csv_keeps_na() {
     let server = TestServer::start(Behaviour::Hello);
     let dir = temp_dir("nulls");
     let (csv, json_file) = (dir.join("runs.csv"), dir.join("run.json"));
-    let out = bench_client(&[
+    let out = succeed(&[
         "load",
         "-n",
         "50",
@@ -430,11 +422,6 @@ fn json_has_numbers_and_nulls_and_the_csv_keeps_na() {
         json_file.to_str().unwrap(),
         &server.url(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let from_file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
@@ -512,7 +499,7 @@ fn the_other_protocol_is_refused_in_one_line_without_waiting() {
         "the probe's one request"
     );
     // The right protocol still runs.
-    let out = bench_client(&[
+    succeed(&[
         "load",
         "--protocol",
         "raw",
@@ -522,17 +509,12 @@ fn the_other_protocol_is_refused_in_one_line_without_waiting() {
         "2",
         &raw.addr.to_string(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
 fn latency_spectrum_histogram_live_and_quiet() {
     let server = TestServer::start(Behaviour::Hello);
-    let out = bench_client(&[
+    let out = succeed(&[
         "load",
         "-d",
         "1200ms",
@@ -544,7 +526,6 @@ fn latency_spectrum_histogram_live_and_quiet() {
         "--live",
         &server.url(),
     ]);
-    assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for part in [
         "latency   min ",
@@ -566,7 +547,7 @@ fn latency_spectrum_histogram_live_and_quiet() {
 
     let dir = temp_dir("quiet");
     let json = dir.join("run.json");
-    let out = bench_client(&[
+    let out = succeed(&[
         "load",
         "-n",
         "20",
@@ -575,7 +556,6 @@ fn latency_spectrum_histogram_live_and_quiet() {
         json.to_str().unwrap(),
         &server.url(),
     ]);
-    assert!(out.status.success());
     assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     let row: ResultRow = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(row.ok, 20);
@@ -586,12 +566,7 @@ fn every_resolved_address_is_tried_in_order() {
     // localhost may resolve to ::1 before 127.0.0.1; the server listens on the latter only.
     let server = TestServer::start(Behaviour::Hello);
     let url = format!("http://localhost:{}/", server.addr.port());
-    let out = bench_client(&["load", "-n", "5", "-c", "1", "--json", &url]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(&["load", "-n", "5", "-c", "1", "--json", &url]);
     let row: ResultRow = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(row.ok, 5);
 }
@@ -643,8 +618,7 @@ fn completions_and_man_pages_come_from_the_flags() {
         );
     }
     let dir = temp_dir("man");
-    let out = bench_client(&["man", "--out", dir.to_str().unwrap()]);
-    assert!(out.status.success());
+    succeed(&["man", "--out", dir.to_str().unwrap()]);
     let load = std::fs::read_to_string(dir.join("bench-client-load.1")).unwrap();
     assert!(
         load.contains(".TH bench-client-load") && load.contains("expect\\-status"),
@@ -678,7 +652,7 @@ fn saved_histograms_merge() {
     let dir = temp_dir("hist");
     let (a, b) = (dir.join("a.hist"), dir.join("b.hist"));
     for (path, n) in [(&a, "120"), (&b, "80")] {
-        let out = bench_client(&[
+        succeed(&[
             "load",
             "-n",
             n,
@@ -686,10 +660,8 @@ fn saved_histograms_merge() {
             path.to_str().unwrap(),
             &server.url(),
         ]);
-        assert!(out.status.success());
     }
-    let out = bench_client(&["merge", a.to_str().unwrap(), b.to_str().unwrap()]);
-    assert!(out.status.success());
+    let out = succeed(&["merge", a.to_str().unwrap(), b.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("requests  200\n"), "{text}");
     assert!(text.contains("p99"));
@@ -745,12 +717,7 @@ fn sigint_ends_the_run_as_partial_and_still_writes_it() {
 fn the_default_spin_does_not_burn_cpu_while_waiting() {
     // In its own process: the CPU figure is the client process's (in-process tests share it).
     let server = TestServer::start(Behaviour::Delay(std::time::Duration::from_millis(100)));
-    let out = bench_client(&["load", "-n", "10", "-c", "2", "--json", &server.url()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(&["load", "-n", "10", "-c", "2", "--json", &server.url()]);
     let row: ResultRow = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(row.ok, 10);
     // A client that spun while waiting would use close to 100 %; an idle one a few percent,
@@ -765,7 +732,7 @@ fn the_default_spin_does_not_burn_cpu_while_waiting() {
 #[test]
 fn warmup_requests_are_sent_but_not_counted() {
     let server = TestServer::start(Behaviour::Hello);
-    let out = bench_client(&[
+    let out = succeed(&[
         "load",
         "-n",
         "100",
@@ -774,7 +741,6 @@ fn warmup_requests_are_sent_but_not_counted() {
         "--json",
         &server.url(),
     ]);
-    assert!(out.status.success());
     let row: ResultRow = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(row.ok, 100, "only the measured requests count");
     assert_eq!(
@@ -791,7 +757,7 @@ fn a_pipelined_run_writes_its_timeline_in_the_json_and_the_csv() {
     let server = TestServer::start(Behaviour::Hello);
     let dir = temp_dir("timeline");
     let csv = dir.join("seconds.csv");
-    let out = bench_client(&[
+    let out = succeed(&[
         "load",
         "-d",
         "2s",
@@ -805,11 +771,6 @@ fn a_pipelined_run_writes_its_timeline_in_the_json_and_the_csv() {
         csv.to_str().unwrap(),
         &server.url(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let row: ResultRow = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(row.conn_mode, "pipeline-8");

@@ -39,6 +39,16 @@ fn run(spec: &LoadSpec, engine: EngineKind) -> LoadResult {
     load::run(spec, engine, load::Show::default()).expect("engine runs")
 }
 
+/// The result row of a run, with default labels.
+fn row_of(spec: &LoadSpec, result: &LoadResult) -> bench_client::output::ResultRow {
+    load::row(
+        spec,
+        result,
+        &load::Labels::default(),
+        &bench_client::meta::Machine::describe(),
+    )
+}
+
 /// Open loop: every request the schedule had due is answered, failed, never sent or abandoned,
 /// and their sum is in `expected`.
 fn assert_accounted(
@@ -249,12 +259,7 @@ fn open_loop_counts_what_a_slow_server_kept_it_from_sending() {
         assert_accounted(s, 98..=101, engine);
         assert!(s.not_sent >= 80, "{engine:?}: {} not sent", s.not_sent);
         assert!(s.abandoned <= 1, "{engine:?}");
-        let row = load::row(
-            &spec,
-            &result,
-            &load::Labels::default(),
-            &bench_client::meta::Machine::describe(),
-        );
+        let row = row_of(&spec, &result);
         assert!(
             row.notes.contains("under 95% of --rate"),
             "{engine:?}: {}",
@@ -592,12 +597,7 @@ fn client_cpu_is_the_load_threads_own_even_in_a_run_of_a_few_ms() {
             "{engine:?}: a short run, {:?}",
             result.elapsed
         );
-        let row = load::row(
-            &spec,
-            &result,
-            &load::Labels::default(),
-            &bench_client::meta::Machine::describe(),
-        );
+        let row = row_of(&spec, &result);
         assert!(
             !row.client_bound && row.client_cpu_pct < 50.0,
             "{engine:?}: {:.1}% of {:?} ({:?} of CPU)",
