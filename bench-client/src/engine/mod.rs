@@ -229,8 +229,8 @@ pub struct ThreadStats {
     pub statuses: StatusCounts,
     /// Bytes read from the server (answers, heads included).
     pub bytes_read: u64,
-    /// CPU time of the load thread (user + system, its own clock) from its start to its
-    /// [`finish`](Self::finish) (merged: the sum over threads).
+    /// CPU time of the load thread (user + system, its own clock) from its start to the end
+    /// of its run (merged: the sum over threads).
     pub cpu: Duration,
     /// Per-second figures, handed to the run's timeline as each second passes.
     timeline: Option<Recorder>,
@@ -371,7 +371,7 @@ pub struct Shared {
     pub finished: AtomicU64,
     /// Requests failed, for the live lines.
     pub failed: AtomicU64,
-    /// The first answer was in the other protocol (see [`Shared::wrong_protocol`]).
+    /// A thread's first answer was in the other protocol: the run stopped at once.
     pub protocol_mismatch: AtomicBool,
     failed_connects_in_a_row: AtomicU64,
     /// Why the run stopped early, if it did.
