@@ -46,8 +46,8 @@ pub struct ResponseReader {
     /// Answers carry no body (the request was `HEAD`).
     head_only: bool,
     head: Vec<u8>,
-    /// Body bytes still expected, once the head is parsed.
-    body_left: Option<u64>,
+    /// The body still expected, once the head is parsed.
+    body: Option<Body>,
     keep_alive: bool,
     status: u16,
 }
@@ -67,7 +67,7 @@ impl ResponseReader {
             expect,
             head_only,
             head: Vec::with_capacity(256),
-            body_left: None,
+            body: None,
             keep_alive: false,
             status: 0,
         }
@@ -76,7 +76,7 @@ impl ResponseReader {
     /// Forgets the previous response (the buffer is kept: no allocation per request).
     pub fn reset(&mut self) {
         self.head.clear();
-        self.body_left = None;
+        self.body = None;
         self.keep_alive = false;
         self.status = 0;
     }
@@ -108,7 +108,7 @@ impl ResponseReader {
             return (progress, bytes.len());
         }
         let mut used = 0;
-        if self.body_left.is_none() {
+        if self.body.is_none() {
             let before = self.head.len();
             let parsed = if before == 0 {
                 parse_head(bytes)
@@ -138,18 +138,28 @@ impl ResponseReader {
             self.keep_alive = head.keep_alive;
             // RFC 9112 6.3: no body after HEAD, 1xx, 204 or 304, whatever the head says.
             let bodiless = self.head_only || matches!(head.status, 100..=199 | 204 | 304);
-            self.body_left = match (bodiless, head.content_length) {
-                (true, _) => Some(0),
-                (false, Some(length)) => Some(length),
-                (false, None) => return (Progress::Failed(Bad::Malformed), bytes.len()),
-            };
+            self.body = Some(match (bodiless, head.chunked, head.content_length) {
+                (true, _, _) => Body::Length(0),
+                (false, true, _) => Body::Chunked(Chunked::default()),
+                (false, false, Some(length)) => Body::Length(length),
+                (false, false, None) => return (Progress::Failed(Bad::Malformed), bytes.len()),
+            });
             used = head.len - before;
         }
-        let left = self.body_left.as_mut().expect("head parsed");
-        let take = (*left).min((bytes.len() - used) as u64);
-        *left -= take;
-        used += take as usize;
-        if *left > 0 {
+        let rest = &bytes[used..];
+        let (took, done) = match self.body.as_mut().expect("head parsed") {
+            Body::Length(left) => {
+                let take = (*left).min(rest.len() as u64);
+                *left -= take;
+                (take as usize, *left == 0)
+            }
+            Body::Chunked(chunked) => match chunked.advance(rest) {
+                Ok(step) => step,
+                Err(bad) => return (Progress::Failed(bad), bytes.len()),
+            },
+        };
+        used += took;
+        if !done {
             return (Progress::More, used);
         }
         if !self.expect.contains(self.status) {
@@ -195,6 +205,102 @@ struct Head {
     status: u16,
     keep_alive: bool,
     content_length: Option<u64>,
+    /// `Transfer-Encoding` ends with `chunked`: the body is in chunks, whatever the
+    /// Content-Length says (RFC 9112 6.3).
+    chunked: bool,
+}
+
+/// How the body of a response is delimited.
+enum Body {
+    /// This many bytes still to come.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked(Chunked),
+}
+
+/// Where a chunked body stands (RFC 9112 7.1): a byte-at-a-time state machine over the framing,
+/// the chunks' data skipped in bulk; nothing is copied or kept.
+#[derive(Debug, Default)]
+struct Chunked {
+    state: ChunkState,
+    /// The chunk size read so far (hex).
+    size: u64,
+    /// Hex digits of the size read so far.
+    digits: u8,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading the size's hex digits.
+    #[default]
+    Size,
+    /// After the size: an extension (`;name=value`) or whitespace, up to the CR.
+    SizeRest,
+    /// The LF ending the size line.
+    SizeLf,
+    /// Data bytes still to skip.
+    Data(u64),
+    /// The CR after the data.
+    DataCr,
+    /// The LF after the data.
+    DataLf,
+    /// After the last chunk: the start of a trailer line, or the final CRLF.
+    TrailerStart,
+    /// Inside a trailer field, up to its LF.
+    Trailer,
+    /// The final LF.
+    EndLf,
+}
+
+impl Chunked {
+    /// Takes what it can of `bytes`: how many it took, and whether the body is over.
+    fn advance(&mut self, bytes: &[u8]) -> Result<(usize, bool), Bad> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < bytes.len() {
+            if let Data(left) = self.state {
+                let take = left.min((bytes.len() - i) as u64);
+                i += take as usize;
+                self.state = if take == left {
+                    DataCr
+                } else {
+                    Data(left - take)
+                };
+                continue;
+            }
+            let b = bytes[i];
+            i += 1;
+            self.state = match (self.state, b) {
+                (Size, b) if b.is_ascii_hexdigit() => {
+                    if self.digits == 15 {
+                        return Err(Bad::Malformed); // a chunk over 2^60 bytes
+                    }
+                    self.digits += 1;
+                    self.size = self.size * 16 + u64::from((b as char).to_digit(16).unwrap_or(0));
+                    Size
+                }
+                (Size, b';' | b' ' | b'\t') if self.digits > 0 => SizeRest,
+                (Size, b'\r') if self.digits > 0 => SizeLf,
+                (SizeRest, b'\r') => SizeLf,
+                (SizeRest, b'\n') => return Err(Bad::Malformed),
+                (SizeRest, _) => SizeRest,
+                (SizeLf, b'\n') if self.size == 0 => TrailerStart,
+                (SizeLf, b'\n') => Data(std::mem::take(&mut self.size)),
+                (DataCr, b'\r') => DataLf,
+                (DataLf, b'\n') => {
+                    self.digits = 0;
+                    Size
+                }
+                (TrailerStart, b'\r') => EndLf,
+                (Trailer, b'\n') => TrailerStart,
+                (TrailerStart, b'\n') => return Err(Bad::Malformed),
+                (TrailerStart | Trailer, _) => Trailer,
+                (EndLf, b'\n') => return Ok((i, true)),
+                _ => return Err(Bad::Malformed),
+            };
+        }
+        Ok((i, false))
+    }
 }
 
 /// Parses a response head at the start of `buf`: `None` while it is incomplete.
@@ -210,11 +316,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Bad> {
     };
     let mut keep_alive = response.version == Some(1);
     let mut content_length = None;
+    let mut chunked = false;
     for header in response.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
             content_length = std::str::from_utf8(header.value)
                 .ok()
                 .and_then(|v| v.trim().parse().ok());
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = std::str::from_utf8(header.value).is_ok_and(|v| {
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+            });
         } else if header.name.eq_ignore_ascii_case("connection") {
             if header.value.eq_ignore_ascii_case(b"close") {
                 keep_alive = false;
@@ -228,6 +341,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Bad> {
         status: response.code.unwrap_or(0),
         keep_alive,
         content_length,
+        chunked,
     }))
 }
 
@@ -392,6 +506,62 @@ mod tests {
                 status: 200
             }
         );
+    }
+
+    #[test]
+    fn chunked_bodies_are_read_split_anywhere() {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+            5;ext=1\r\nHello\r\n6\r\nWorld\n\r\n0\r\nX-Trailer: t\r\n\r\n";
+        // Two chunked answers then a plain one, one read or split at any byte: each answer takes
+        // exactly its own bytes.
+        let bytes = [&chunked[..], chunked, OK].concat();
+        for split in 0..bytes.len() {
+            let mut r = ResponseReader::new(false);
+            let mut seen = 0;
+            for mut chunk in [&bytes[..split], &bytes[split..]] {
+                while !chunk.is_empty() {
+                    let (progress, used) = r.feed_one(chunk);
+                    chunk = &chunk[used..];
+                    match progress {
+                        Progress::Done { status: 200, .. } => {
+                            seen += 1;
+                            r.reset();
+                        }
+                        other => assert_eq!(other, Progress::More, "split at {split}"),
+                    }
+                }
+            }
+            assert_eq!(seen, 3, "split at {split}");
+        }
+        // Chunked wins over a Content-Length; no trailer is fine.
+        let mut r = ResponseReader::new(false);
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\
+            Transfer-Encoding: gzip, chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+        assert_eq!(
+            r.feed(both),
+            Progress::Done {
+                keep_alive: true,
+                status: 200
+            }
+        );
+        // Bad framing is malformed: no size, a data chunk too long, a bare LF.
+        for bad in [
+            &b"\r\n"[..],
+            b"zz\r\n",
+            b"2\r\nabc\r\n",
+            b"1\nx\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            let mut r = ResponseReader::new(false);
+            let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+            let answer = [&head[..], bad].concat();
+            assert_eq!(
+                r.feed(&answer),
+                Progress::Failed(Bad::Malformed),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
