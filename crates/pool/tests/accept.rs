@@ -25,7 +25,16 @@ fn handoff_adds_one_acceptor_thread_and_serves_the_same() {
         for _ in 0..10 {
             assert_eq!(get_once(server.addr).status, 200);
         }
-        let names = thread_names(&server);
+        // A thread takes its name as it starts running: on a loaded machine a worker may not
+        // have run yet (its sibling served the requests), so wait, boundedly, for both names.
+        let mut names = thread_names(&server);
+        for _ in 0..100 {
+            if names.iter().filter(|n| n.starts_with("worker-")).count() >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            names = thread_names(&server);
+        }
         let count = |name: &str| names.iter().filter(|n| n.starts_with(name)).count();
         assert_eq!(count("worker-"), 2, "{mode}: {names:?}");
         assert_eq!(count("acceptor"), acceptors, "{mode}: {names:?}");
