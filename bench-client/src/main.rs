@@ -134,7 +134,8 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 
 #[derive(Args)]
 struct LoadArgs {
-    /// Target: URL (http://127.0.0.1:8080/path) or host:port.
+    /// Target: URL (http://127.0.0.1:8080/path?q, read as curl reads it: [::1] in brackets,
+    /// user:password@ as Basic auth, every resolved address tried in order) or host:port.
     target: Target,
 
     /// Total requests (ab's -n). Without -n or -d: 10 s.
