@@ -175,8 +175,8 @@ pub fn raw_probe(mut stream: std::net::TcpStream, timeout: Duration) -> Result<(
         let line = String::from_utf8_lossy(&buf[..n]);
         let status = line.lines().next().unwrap_or("").trim();
         return Err(format!(
-            "--protocol raw: the target speaks HTTP (it said nothing on connect and answered \
-             an HTTP request with '{status}'); leave out --protocol raw"
+            "--protocol raw: the target speaks HTTP (it answered '{status}'); leave out \
+             --protocol raw"
         ));
     }
     Ok(())
