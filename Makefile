@@ -4,7 +4,7 @@ CARGO ?= cargo
 # and sets CARGO=true, so that nothing is built under `cargo test`).
 ARCHBENCH_BIN ?= target/release
 
-.PHONY: all build release test lint fmt doc unit bench paper suite report regress syscalls clean
+.PHONY: all build release test lint fmt doc unit bench paper suite report regress syscalls man clean
 
 all: build
 
@@ -69,3 +69,8 @@ syscalls: release
 ## from disk; a debug build is enough: nothing is measured)
 report:
 	$(CARGO) run --quiet -p bench-client -- html
+
+## man: bench-client's man pages, from its flags: target/man/bench-client.1 and one per subcommand
+## (man -l target/man/bench-client-load.1). Shell completions: bench-client completions bash|zsh|fish
+man:
+	$(CARGO) run --quiet -p bench-client -- man --out target/man

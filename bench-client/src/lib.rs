@@ -2,8 +2,10 @@
 //!
 //! - [`engine`]: the load engines (epoll by default, tokio for comparison) and [`LoadSpec`];
 //! - [`response`]: sans-IO response validation;
-//! - [`target`]: URL or `host:port` targets;
+//! - [`target`]: URL or `host:port` targets, read as curl reads them;
+//! - [`request`]: what each request sends, which statuses are answers, the status tally;
 //! - [`output`]: the result row schema, atomic CSV/JSON writes, the human summary;
+//! - [`figures`]: what `load` shows beyond the row (spectrum, histogram, statuses, JSON);
 //! - [`meta`]: machine description and timestamps;
 //! - [`load`]: one load run from start to [`load::LoadResult`];
 //! - [`timeline`]: the per-second figures of a run;
@@ -15,12 +17,14 @@
 #![deny(missing_docs)]
 
 pub mod engine;
+pub mod figures;
 pub mod html;
 pub mod lecture;
 pub mod load;
 pub mod meta;
 pub mod output;
 pub mod regress;
+pub mod request;
 pub mod response;
 pub mod stats;
 pub mod suite;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use nix::sys::resource::{getrusage, UsageWho};
 
 use crate::engine::{self, LoadSpec, Shared, ThreadStats};
+use crate::figures::round_to;
 use crate::meta::{self, Machine};
 use crate::output::{Na, ResultRow, Status};
 use crate::timeline;
@@ -29,8 +29,11 @@ pub struct LoadResult {
     pub stats: ThreadStats,
     /// Wall time of the measurement.
     pub elapsed: Duration,
-    /// CPU time the client used (all threads, user + system).
+    /// CPU time the load threads used over the run (user + system, each thread's own clock:
+    /// not the process's set-up, main thread or anything else in it).
     pub client_cpu: Duration,
+    /// A thread's first answer was in the other protocol: the run stopped at once.
+    pub protocol_mismatch: bool,
     /// Why the run stopped early, if it did (interrupted, target gone).
     pub partial: Option<String>,
     /// Per second of the measurement: answers, errors, latency (see [`timeline`]).
@@ -93,42 +96,118 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-fn cpu_time() -> Duration {
-    getrusage(UsageWho::RUSAGE_SELF)
-        .map(|u| {
-            let user = u.user_time();
-            let sys = u.system_time();
-            Duration::new(user.tv_sec() as u64, user.tv_usec() as u32 * 1000)
-                + Duration::new(sys.tv_sec() as u64, sys.tv_usec() as u32 * 1000)
-        })
-        .unwrap_or_default()
+/// Why the pre-flight refused to start a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No address of the target accepted a connection (exit 1: the target is down).
+    Unreachable(String),
+    /// The target speaks the other protocol (exit 2: the flag is wrong).
+    WrongProtocol(String),
 }
 
-/// Checks that the target accepts a connection, so a dead target gets a clear message instead
-/// of a run full of errors.
+/// Checks that the target accepts a connection, trying every address it resolved to in order
+/// (as curl does), and returns the first that accepts: the run connects there. With the raw
+/// protocol it also checks that the target is not an HTTP server (see [`raw_probe`]).
 ///
 /// # Errors
 /// A message naming the target and the reason.
-pub fn preflight(spec: &LoadSpec) -> Result<(), String> {
-    std::net::TcpStream::connect_timeout(&spec.target.addr, Duration::from_secs(2))
-        .map(drop)
-        .map_err(|e| {
-            format!(
-                "cannot connect to {}: {e} (is the server running?)",
-                spec.target.addr
-            )
-        })
+pub fn preflight(spec: &LoadSpec) -> Result<std::net::SocketAddr, Refusal> {
+    let mut tried = Vec::new();
+    for &addr in &spec.target.addrs {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => {
+                if spec.raw {
+                    raw_probe(stream, spec.timeout).map_err(Refusal::WrongProtocol)?;
+                }
+                return Ok(addr);
+            }
+            Err(e) => tried.push(format!("{addr}: {e}")),
+        }
+    }
+    Err(Refusal::Unreachable(format!(
+        "cannot connect to {} ({}) (is the server running?)",
+        spec.target.host,
+        tried.join("; ")
+    )))
 }
 
-/// Runs `spec` to the end and returns what was measured. A progress bar is drawn on stderr
-/// when it is a terminal and the run lasts over 2 s.
+/// How long the raw probe waits for a raw server to speak first.
+const RAW_GREETING_WAIT: Duration = Duration::from_millis(300);
+
+/// `--protocol raw` against an HTTP server would wait out the timeout on every request (an HTTP
+/// server says nothing until asked). So, on a connection of its own: a raw server speaks
+/// first; if nothing comes within a moment, an HTTP request is sent, and an answer starting
+/// `HTTP/` means the target speaks HTTP. A raw server with a slow workload answers that
+/// request with its own greeting, and passes.
+///
+/// # Errors
+/// The line to print when the target speaks HTTP.
+pub fn raw_probe(mut stream: std::net::TcpStream, timeout: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 64];
+    let _ = stream.set_read_timeout(Some(RAW_GREETING_WAIT));
+    let greeting = match stream.read(&mut buf) {
+        Ok(n) => Some(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(_) => return Ok(()),
+    };
+    let n = match greeting {
+        Some(n) => n,
+        None => {
+            if stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+                .is_err()
+            {
+                return Ok(());
+            }
+            let _ = stream.set_read_timeout(Some(timeout.min(Duration::from_secs(2))));
+            stream.read(&mut buf).unwrap_or(0)
+        }
+    };
+    if buf[..n].starts_with(b"HTTP/") {
+        let line = String::from_utf8_lossy(&buf[..n]);
+        let status = line.lines().next().unwrap_or("").trim();
+        return Err(format!(
+            "--protocol raw: the target speaks HTTP (it answered '{status}'); leave out \
+             --protocol raw"
+        ));
+    }
+    Ok(())
+}
+
+/// The line `load` prints when a run stopped because the target speaks the other protocol.
+pub fn wrong_protocol_line(raw: bool) -> &'static str {
+    if raw {
+        "--protocol raw: the target's first answer was an HTTP response; leave out --protocol raw"
+    } else {
+        "the target does not speak HTTP: its first answer did not start with 'HTTP/' (a server \
+         of the paper's raw protocol sends HelloWorld and closes); use --protocol raw"
+    }
+}
+
+/// What `run` shows while it runs (on stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Show {
+    /// A progress bar from the start, updated ten times a second, when stderr is a terminal.
+    pub progress: bool,
+    /// One line per second of the run: answers and errors in it, and so far.
+    pub live: bool,
+}
+
+/// Runs `spec` to the end and returns what was measured, showing what `show` asks for.
 ///
 /// # Errors
 /// Only if an engine cannot set itself up; request errors are counted in the result.
-pub fn run(spec: &LoadSpec, engine: EngineKind, show_progress: bool) -> io::Result<LoadResult> {
+pub fn run(spec: &LoadSpec, engine: EngineKind, show: Show) -> io::Result<LoadResult> {
     let start = Instant::now();
     let shared = Arc::new(Shared::new(spec, start));
-    let cpu_before = cpu_time();
     let results: Vec<io::Result<ThreadStats>> = std::thread::scope(|scope| {
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let handles: Vec<_> = (0..spec.threads)
@@ -148,11 +227,12 @@ pub fn run(spec: &LoadSpec, engine: EngineKind, show_progress: bool) -> io::Resu
                     .expect("spawn load thread")
             })
             .collect();
-        let mut bar: Option<indicatif::ProgressBar> = None;
-        let terminal = show_progress && io::stderr().is_terminal();
+        let bar = (show.progress && io::stderr().is_terminal()).then(|| progress_bar(spec));
+        let mut live = Live::default();
         let mut finished = 0;
         while finished < spec.threads {
-            // Woken at once when a thread ends; the timeout only paces progress and SIGINT.
+            // Woken at once when a thread ends; the timeout paces progress, live lines and
+            // SIGINT.
             match done_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(()) => finished += 1,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -161,13 +241,15 @@ pub fn run(spec: &LoadSpec, engine: EngineKind, show_progress: bool) -> io::Resu
             if interrupted() {
                 shared.stop_early("interrupted by SIGINT");
             }
-            if terminal && bar.is_none() && start.elapsed() > Duration::from_secs(2) {
-                bar = Some(progress_bar(spec));
-            }
             if let Some(bar) = &bar {
-                match spec.requests {
-                    Some(_) => bar.set_position(shared.finished.load(Ordering::Relaxed)),
-                    None => bar.set_position(start.elapsed().as_secs()),
+                update_bar(bar, spec, &shared, start.elapsed());
+            }
+            if show.live {
+                if let Some(line) = live.line(&shared, start.elapsed()) {
+                    match &bar {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
                 }
             }
         }
@@ -201,25 +283,75 @@ pub fn run(spec: &LoadSpec, engine: EngineKind, show_progress: bool) -> io::Resu
     let seconds = std::mem::take(&mut *shared.timeline.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(LoadResult {
         timeline: timeline::entries(&seconds, elapsed),
+        client_cpu: stats.cpu,
+        protocol_mismatch: shared.protocol_mismatch.load(Ordering::SeqCst),
         stats,
         elapsed,
-        client_cpu: cpu_time().saturating_sub(cpu_before),
         partial,
     })
 }
 
+/// A bar over the requests (`-n`) or the duration (in ms), its text in tenths of a second.
 fn progress_bar(spec: &LoadSpec) -> indicatif::ProgressBar {
-    let (len, unit) = match (spec.requests, spec.duration) {
-        (Some(n), _) => (n, "requests"),
-        (None, Some(d)) => (d.as_secs(), "s"),
-        _ => (0, ""),
+    let len = match (spec.requests, spec.duration) {
+        (Some(n), _) => n,
+        (None, Some(d)) => d.as_millis() as u64,
+        _ => 0,
     };
     let bar = indicatif::ProgressBar::new(len);
-    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit} ({{elapsed}})");
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {msg}") {
         bar.set_style(style);
     }
     bar
+}
+
+fn update_bar(bar: &indicatif::ProgressBar, spec: &LoadSpec, shared: &Shared, elapsed: Duration) {
+    let done = shared.finished.load(Ordering::Relaxed);
+    let secs = elapsed.as_secs_f64();
+    match (spec.requests, spec.duration) {
+        (Some(n), _) => {
+            bar.set_position(done);
+            bar.set_message(format!("{done}/{n} requests ({secs:.1} s)"));
+        }
+        (None, Some(d)) => {
+            bar.set_position(elapsed.as_millis() as u64);
+            bar.set_message(format!(
+                "{secs:.1}/{:.1} s ({done} requests)",
+                d.as_secs_f64()
+            ));
+        }
+        _ => {}
+    }
+}
+
+/// `--live`: a line as each second of the run ends, from the shared counters (no lock, nothing
+/// on the load threads' path).
+#[derive(Debug, Default)]
+struct Live {
+    /// Seconds printed so far.
+    seconds: u64,
+    /// Counters at the last line.
+    finished: u64,
+    failed: u64,
+}
+
+impl Live {
+    fn line(&mut self, shared: &Shared, elapsed: Duration) -> Option<String> {
+        if elapsed.as_secs() <= self.seconds {
+            return None;
+        }
+        self.seconds = elapsed.as_secs();
+        let finished = shared.finished.load(Ordering::Relaxed);
+        let failed = shared.failed.load(Ordering::Relaxed);
+        let (done, errors) = (finished - self.finished, failed - self.failed);
+        self.finished = finished;
+        self.failed = failed;
+        Some(format!(
+            "live      {:>4} s  {:>9} answers  {errors:>6} errors  ({finished} requests so far)",
+            self.seconds,
+            done.saturating_sub(errors)
+        ))
+    }
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> Na<f64> {
@@ -304,7 +436,7 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         seed: Na(None),
         cpus: "shared".into(),
         status,
-        elapsed_s: result.elapsed.as_secs_f64(),
+        elapsed_s: round_to(result.elapsed.as_secs_f64(), 6),
         ok: result.stats.ok,
         err_connect: errors.connect,
         err_reset: errors.reset,
@@ -312,8 +444,8 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         err_status: errors.status,
         err_malformed: errors.malformed,
         err_closed: errors.closed,
-        rps: result.rps(),
-        lat_mean_ms: Na((!lat.is_empty()).then(|| lat.mean() / 1000.0)),
+        rps: round_to(result.rps(), 3),
+        lat_mean_ms: Na((!lat.is_empty()).then(|| round_to(lat.mean() / 1000.0, 3))),
         lat_p50_ms: ms(lat, 0.5),
         lat_p90_ms: ms(lat, 0.9),
         lat_p99_ms: ms(lat, 0.99),
@@ -326,7 +458,7 @@ pub fn row(spec: &LoadSpec, result: &LoadResult, labels: &Labels, machine: &Mach
         connections: result.stats.connections,
         not_sent: result.stats.not_sent,
         abandoned: result.stats.abandoned,
-        client_cpu_pct,
+        client_cpu_pct: round_to(client_cpu_pct, 2),
         client_bound: is_client_bound(client_cpu_pct, spec.threads, client_cores()),
         steal_pct: Na(None),
         server_build: "NA".into(),

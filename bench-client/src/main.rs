@@ -1,20 +1,23 @@
 //! `bench-client`: archbench's load generator (`load`) and histogram tools (`merge`).
 //!
-//! Exit codes: 0 done; 1 done but with errors (or stopped early); 2 bad usage.
+//! Exit codes: 0 done; 1 done but with errors (or stopped early); 2 bad usage (clap's own
+//! message for the command line's syntax; one line of ours for the checks after it).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bench_client::load::{self, EngineKind, Labels};
+use bench_client::figures::{self, Figures};
+use bench_client::load::{self, EngineKind, Labels, Refusal, Show};
 use bench_client::meta::{self, Machine};
 use bench_client::output;
+use bench_client::request::{parse_header, parse_method, RequestSpec, StatusSet};
 use bench_client::suite;
 use bench_client::target::Target;
 use bench_client::LoadSpec;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
-use serverkit::cli::parse_duration;
+use serverkit::cli::{parse_duration, parse_duration_up_to};
 
 /// archbench load generator.
 #[derive(Parser)]
@@ -90,6 +93,19 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print a shell completion script: bench-client completions bash > /etc/bash_completion.d/bench-client
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (roff): bench-client.1 and one per subcommand, into --out (make man),
+    /// or bench-client.1 alone on stdout.
+    Man {
+        /// Directory to write the pages into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// The deepest `--pipeline`: past it a batch is no longer a plausible client.
@@ -104,8 +120,25 @@ enum Warmup {
 
 fn parse_warmup(text: &str) -> Result<Warmup, String> {
     match text.parse::<u64>() {
+        Ok(0) => Err("0 requests is no warm-up (leave the flag out)".into()),
         Ok(n) => Ok(Warmup::Requests(n)),
-        Err(_) => parse_duration(text).map(Warmup::Duration),
+        Err(_) => parse_positive_duration(text).map(Warmup::Duration),
+    }
+}
+
+/// `-c` when not given (with -n, at most -n).
+const DEFAULT_CONCURRENCY: u64 = 10;
+
+/// The longest `-d` and `--timeout`: a week (a soak run), where the servers' flags stop at an
+/// hour.
+const LONGEST_RUN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A duration above zero, up to [`LONGEST_RUN`]: `-d 0s` would measure nothing (and divide by
+/// nothing), `--timeout 0s` would fail every request.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration_up_to(text, LONGEST_RUN)? {
+        d if d.is_zero() => Err(format!("'{text}' is zero; give a duration above 0")),
+        d => Ok(d),
     }
 }
 
@@ -120,7 +153,8 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 
 #[derive(Args)]
 struct LoadArgs {
-    /// Target: URL (http://127.0.0.1:8080/path) or host:port.
+    /// Target: URL (http://127.0.0.1:8080/path?q, read as curl reads it: [::1] in brackets,
+    /// user:password@ as Basic auth, every resolved address tried in order) or host:port.
     target: Target,
 
     /// Total requests (ab's -n). Without -n or -d: 10 s.
@@ -128,11 +162,12 @@ struct LoadArgs {
     requests: Option<u64>,
 
     /// Requests in flight at once: one per connection (ab's -c).
-    #[arg(short = 'c', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    concurrency: u32,
+    /// Default 10, or -n when that is smaller; above -n it is refused (as ab refuses it).
+    #[arg(short = 'c', long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    concurrency: Option<u32>,
 
-    /// How long to send (wrk's -d), e.g. 5s; with -n, whichever ends first.
-    #[arg(short = 'd', long, value_parser = parse_duration)]
+    /// How long to send (wrk's -d), e.g. 5s, 90m, 24h; with -n, whichever ends first.
+    #[arg(short = 'd', long, value_parser = parse_positive_duration)]
     duration: Option<Duration>,
 
     /// Threads, each running its own event loop over its share of the connections.
@@ -159,8 +194,33 @@ struct LoadArgs {
     protocol: serverkit::Protocol,
 
     /// Time allowed for one request, connect included.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
     timeout: Duration,
+
+    /// Request method (HTTP only), e.g. POST, HEAD (whose answers have no body).
+    #[arg(short = 'm', long, default_value = "GET", value_parser = parse_method)]
+    method: String,
+
+    /// A request header, 'Name: value' (repeatable); a Host header replaces the target's.
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+
+    /// Request body (sent with its Content-Length on every request).
+    #[arg(short = 'b', long, conflicts_with = "body_file")]
+    body: Option<String>,
+
+    /// Request body from a file, read once before the run.
+    #[arg(long, value_name = "FILE")]
+    body_file: Option<PathBuf>,
+
+    /// Content-Type header of the request (as ab -T).
+    #[arg(short = 'T', long, value_name = "TYPE")]
+    content_type: Option<String>,
+
+    /// Statuses that count as answers, e.g. 200, 2xx, 200-204,404; the others are `status`
+    /// errors. Every answer's status is counted and shown either way.
+    #[arg(long, value_name = "LIST", default_value = "2xx,3xx")]
+    expect_status: StatusSet,
 
     /// Unmeasured warm-up before the run: a number of requests or a duration (e.g. 2s).
     #[arg(long, value_parser = parse_warmup)]
@@ -176,9 +236,30 @@ struct LoadArgs {
     csv: Option<PathBuf>,
 
     /// Print the result as JSON on stdout instead of the summary (with its per-second
-    /// `timeline`).
-    #[arg(long)]
+    /// `timeline`, status codes and percentiles; missing numbers are null).
+    #[arg(long, conflicts_with_all = ["latency", "histogram", "quiet"])]
     json: bool,
+
+    /// Write the JSON document to this file as well (replaced atomically).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Print the latency percentile spectrum (wrk2's --latency layout) after the summary.
+    #[arg(long)]
+    latency: bool,
+
+    /// Print a histogram of the latencies (11 bars, as oha) after the summary.
+    #[arg(long)]
+    histogram: bool,
+
+    /// Print a line on stderr as each second ends: answers and errors in it.
+    #[arg(long)]
+    live: bool,
+
+    /// Print nothing on stdout and no progress: the exit code, -o, --csv and the files say it
+    /// all.
+    #[arg(short = 'q', long, conflicts_with_all = ["latency", "histogram", "live"])]
+    quiet: bool,
 
     /// Write the per-second timeline (answers, errors, req/s, p50 and p99 of each second) to
     /// this CSV file (replaced atomically).
@@ -358,7 +439,10 @@ fn parse_percent(text: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = serverkit::cli::parse();
+    // clap's own message for a malformed command line, whole: the argument's name, what was
+    // expected, a suggestion for a misspelt flag, colour on a terminal; exit 2 (clap's code
+    // for usage errors, and ours). The servers keep their one-line rule (serverkit::cli).
+    let cli = Cli::parse();
     serverkit::listener::raise_fd_limit();
     match cli.command {
         Command::Load(args) => load_command(*args),
@@ -370,6 +454,42 @@ fn main() -> ExitCode {
         Command::Merge { files } => merge_command(&files),
         Command::Pin { side, command } => exit(bench_client::lecture::pin(side, &command)),
         Command::Measure { pid, command } => exit(bench_client::lecture::measure(pid, &command)),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "bench-client",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man { out } => man_command(out),
+    }
+}
+
+fn man_command(out: Option<PathBuf>) -> ExitCode {
+    let command = Cli::command();
+    let Some(dir) = out else {
+        return match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench-client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    };
+    // One page per subcommand (bench-client-load.1, ...), named as git names its pages.
+    let written =
+        std::fs::create_dir_all(&dir).and_then(|()| clap_mangen::generate_to(command, &dir));
+    match written {
+        Ok(()) => {
+            println!("wrote the man pages into {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench-client: cannot write {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -381,7 +501,7 @@ fn udp_load(args: &LoadArgs) -> ExitCode {
         duration: args
             .duration
             .or(args.requests.is_none().then_some(Duration::from_secs(10))),
-        concurrency: args.concurrency as usize,
+        concurrency: args.concurrency.map_or(DEFAULT_CONCURRENCY as usize, |c| c as usize),
         rate: args.rate,
         timeout: args.timeout,
     };
@@ -410,15 +530,77 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn load_command(args: LoadArgs) -> ExitCode {
-    if args.udp {
-        return udp_load(&args);
+/// Checks a `load` command line past what clap checks, before anything runs, and turns it into
+/// the run's [`LoadSpec`]. Every refusal is one line naming the flag.
+fn load_spec(args: &LoadArgs) -> Result<LoadSpec, String> {
+    let raw = args.protocol == serverkit::Protocol::Raw;
+    if args.source_addrs > 0 && !args.target.addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Err("--source-addrs spreads over 127.0.0.x and needs a loopback target".into());
     }
-    if args.source_addrs > 0 && !args.target.addr.ip().is_loopback() {
-        return usage_error("--source-addrs spreads over 127.0.0.x and needs a loopback target");
+    let concurrency = match (args.concurrency, args.requests) {
+        // As ab: more connections than requests would leave some with nothing to send.
+        (Some(c), Some(n)) if u64::from(c) > n => {
+            return Err(format!(
+                "-c {c} is more than -n {n}: at most {n} requests can be in flight (ab refuses \
+                 this too); lower -c or raise -n"
+            ))
+        }
+        (Some(c), _) => c as usize,
+        (None, Some(n)) => n.min(DEFAULT_CONCURRENCY) as usize,
+        (None, None) => DEFAULT_CONCURRENCY as usize,
+    };
+    if args.busy_poll && args.engine != EngineKind::Epoll {
+        return Err("--busy-poll needs the epoll engine".into());
     }
-    let concurrency = args.concurrency as usize;
-    let spec = LoadSpec {
+    if raw && args.keep_alive {
+        return Err("-k does not apply to the raw protocol (one answer per connection)".into());
+    }
+    if args.pipeline > 1 && raw {
+        return Err("--pipeline needs the http protocol".into());
+    }
+    if args.pipeline > 1 && !args.keep_alive {
+        return Err("--pipeline needs -k (batches are written on kept-alive connections)".into());
+    }
+    let http_only = [
+        ("--method", args.method != "GET"),
+        ("--header", !args.headers.is_empty()),
+        ("--body", args.body.is_some()),
+        ("--body-file", args.body_file.is_some()),
+        ("--content-type", args.content_type.is_some()),
+        (
+            "--expect-status",
+            args.expect_status != StatusSet::default(),
+        ),
+    ];
+    if let Some((flag, _)) = http_only.iter().find(|(_, given)| raw && *given) {
+        return Err(format!(
+            "{flag} applies to HTTP only (the raw protocol sends nothing)"
+        ));
+    }
+    let body = match (&args.body, &args.body_file) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(path)) => std::fs::read(path)
+            .map_err(|e| format!("--body-file {}: cannot read it: {e}", path.display()))?,
+        (None, None) => Vec::new(),
+    };
+    let mut headers = args.headers.clone();
+    if let Some(kind) = &args.content_type {
+        headers.push(("Content-Type".into(), kind.clone()));
+    }
+    for (flag, path) in [
+        ("--csv", &args.csv),
+        ("--timeline", &args.timeline),
+        ("--save-hist", &args.save_hist),
+        ("--output", &args.output),
+    ] {
+        if let Some(path) = path {
+            output::check_writable(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.csv {
+        output::check_appendable(path).map_err(|e| format!("--csv {}: {e}", path.display()))?;
+    }
+    Ok(LoadSpec {
         target: args.target.clone(),
         requests: args.requests,
         duration: args.duration.or(if args.requests.is_none() {
@@ -430,28 +612,36 @@ fn load_command(args: LoadArgs) -> ExitCode {
         threads: (args.threads as usize).min(concurrency),
         keep_alive: args.keep_alive,
         rate: args.rate,
-        raw: args.protocol == serverkit::Protocol::Raw,
+        raw,
         timeout: args.timeout,
         busy_poll: args.busy_poll,
         spin: args.spin,
         source_addrs: args.source_addrs,
         pipeline: args.pipeline as usize,
+        request: RequestSpec {
+            method: args.method.clone(),
+            headers,
+            body,
+            expect: args.expect_status.clone(),
+        },
+    })
+}
+
+fn load_command(args: LoadArgs) -> ExitCode {
+    if args.udp {
+        return udp_load(&args);
+    }
+    let mut spec = match load_spec(&args) {
+        Ok(spec) => spec,
+        Err(message) => return usage_error(&message),
     };
-    if spec.busy_poll && args.engine != EngineKind::Epoll {
-        return usage_error("--busy-poll needs the epoll engine");
-    }
-    if spec.raw && spec.keep_alive {
-        return usage_error("-k does not apply to the raw protocol (one answer per connection)");
-    }
-    if spec.pipeline > 1 && spec.raw {
-        return usage_error("--pipeline needs the http protocol");
-    }
-    if spec.pipeline > 1 && !spec.keep_alive {
-        return usage_error("--pipeline needs -k (batches are written on kept-alive connections)");
-    }
-    if let Err(message) = load::preflight(&spec) {
-        eprintln!("bench-client: {message}");
-        return ExitCode::FAILURE;
+    match load::preflight(&spec) {
+        Ok(addr) => spec.target.addr = addr,
+        Err(Refusal::Unreachable(message)) => {
+            eprintln!("bench-client: {message}");
+            return ExitCode::FAILURE;
+        }
+        Err(Refusal::WrongProtocol(message)) => return usage_error(&message),
     }
     if let Err(e) = load::catch_sigint() {
         eprintln!("bench-client: {e}");
@@ -467,18 +657,31 @@ fn load_command(args: LoadArgs) -> ExitCode {
             duration,
             ..spec.clone()
         };
-        if let Err(e) = load::run(&warm, args.engine, false) {
-            eprintln!("bench-client: warm-up failed: {e}");
-            return ExitCode::FAILURE;
+        match load::run(&warm, args.engine, Show::default()) {
+            Ok(result) if result.protocol_mismatch => {
+                return usage_error(load::wrong_protocol_line(spec.raw))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("bench-client: warm-up failed: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
-    let result = match load::run(&spec, args.engine, !args.json) {
+    let show = Show {
+        progress: !args.json && !args.quiet,
+        live: args.live,
+    };
+    let result = match load::run(&spec, args.engine, show) {
         Ok(result) => result,
         Err(e) => {
             eprintln!("bench-client: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if result.protocol_mismatch {
+        return usage_error(load::wrong_protocol_line(spec.raw));
+    }
     let machine = Machine::describe();
     let labels = Labels {
         table: "load".into(),
@@ -495,25 +698,24 @@ fn load_command(args: LoadArgs) -> ExitCode {
     } else {
         format!("{}; {unmeasured}", row.notes)
     };
-    let client_bound = row.client_bound;
+    let figures = Figures::of(&result, &spec.request.expect.to_string());
+    let json = figures::json(&row, &figures, &result.timeline);
+    let mut failed = false;
     if args.json {
-        match output::json_with_timeline(&row, &result.timeline) {
+        match &json {
             Ok(json) => println!("{json}"),
             Err(e) => eprintln!("bench-client: {e}"),
         }
-    } else {
+    } else if !args.quiet {
+        let target = if spec.raw {
+            format!("tcp://{}", spec.target.addr)
+        } else {
+            spec.target.to_string()
+        };
+        let open_loop = spec.rate.is_some();
         print!(
             "{}",
-            output::summary(
-                &row,
-                &if spec.raw {
-                    format!("tcp://{}", spec.target.addr)
-                } else {
-                    spec.target.to_string()
-                },
-                spec.rate.is_some(),
-                client_bound
-            )
+            output::summary(&row, &figures, &target, open_loop, row.client_bound)
         );
         if let Some(line) = output::spread_line(&result.timeline) {
             println!("{line}");
@@ -521,8 +723,23 @@ fn load_command(args: LoadArgs) -> ExitCode {
         if result.stats.ports_exhausted {
             println!("hint      {}", load::PORTS_HINT);
         }
+        if args.latency {
+            print!("\n{}", figures::spectrum(&result.stats.latency));
+        }
+        if args.histogram {
+            print!("\n{}", figures::histogram(&result.stats.latency));
+        }
     }
-    let mut failed = false;
+    if let Some(path) = &args.output {
+        let written = json
+            .as_ref()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|json| output::write_atomic(path, format!("{json}\n").as_bytes()));
+        if let Err(e) = written {
+            eprintln!("bench-client: cannot write {}: {e}", path.display());
+            failed = true;
+        }
+    }
     if let Some(path) = &args.csv {
         if let Err(e) = output::append_csv(path, &[row]) {
             eprintln!("bench-client: cannot write {}: {e}", path.display());
@@ -541,7 +758,7 @@ fn load_command(args: LoadArgs) -> ExitCode {
         let mut bytes = Vec::new();
         let saved = V2Serializer::new()
             .serialize(&result.stats.latency, &mut bytes)
-            .map_err(|e| std::io::Error::other(format!("{e:?}")))
+            .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|_| output::write_atomic(path, &bytes));
         if let Err(e) = saved {
             eprintln!(
@@ -810,9 +1027,9 @@ fn merge_command(files: &[PathBuf]) -> ExitCode {
             .and_then(|bytes| {
                 Deserializer::new()
                     .deserialize::<u64, _>(&mut bytes.as_slice())
-                    .map_err(|e| format!("not a histogram: {e:?}"))
+                    .map_err(|e| format!("not a latency histogram saved by --save-hist ({e})"))
             })
-            .and_then(|h| merged.add(&h).map_err(|e| format!("{e:?}")));
+            .and_then(|h| merged.add(&h).map_err(|e| e.to_string()));
         if let Err(e) = loaded {
             eprintln!("bench-client: {}: {e}", path.display());
             return ExitCode::FAILURE;

@@ -14,29 +14,19 @@ pub struct Machine {
     pub cores: usize,
     /// Kernel release.
     pub kernel: String,
-    /// Short git revision of the working directory's repository (`+dirty` with uncommitted
-    /// changes to tracked files), or `NA`.
+    /// The git revision bench-client was built from ([`GIT_REV`]).
     pub git_rev: String,
 }
 
-fn git(args: &[&str]) -> Option<String> {
-    Command::new("git")
-        .args(args)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
+/// The git revision bench-client was built from: short hash, `+dirty` when the code (crates,
+/// bench-client, the manifests) had uncommitted changes at build time, or `NA` (built outside
+/// a git checkout). Recorded by build.rs.
+pub const GIT_REV: &str = env!("ARCHBENCH_GIT_REV");
 
-/// How this bench-client was built: `release, rustc 1.95.0 (...)`.
+/// How this bench-client was built: `release, rustc 1.95.0 (...)` (the cargo profile and the
+/// compiler, recorded by build.rs).
 pub fn build() -> String {
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    format!("{profile}, {}", env!("ARCHBENCH_RUSTC"))
+    format!("{}, {}", env!("ARCHBENCH_PROFILE"), env!("ARCHBENCH_RUSTC"))
 }
 
 /// Total and steal jiffies of the whole machine, from /proc/stat.
@@ -141,33 +131,12 @@ impl Machine {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0);
-        let git_rev = match git(&["rev-parse", "--short", "HEAD"]).filter(|s| !s.is_empty()) {
-            Some(rev) => {
-                // Uncommitted changes to what is measured; results/ (rewritten by the runs
-                // themselves) does not count.
-                let dirty = git(&[
-                    "status",
-                    "--porcelain",
-                    "--untracked-files=no",
-                    "--",
-                    ".",
-                    ":(exclude)results",
-                ])
-                .is_some_and(|s| !s.is_empty());
-                if dirty {
-                    format!("{rev}+dirty")
-                } else {
-                    rev
-                }
-            }
-            None => "NA".into(),
-        };
         Machine {
             host,
             cpu_model,
             cores,
             kernel,
-            git_rev,
+            git_rev: GIT_REV.to_string(),
         }
     }
 }
@@ -240,6 +209,12 @@ mod tests {
         assert!(m.cores >= 1);
         assert!(!m.host.is_empty() && !m.kernel.is_empty());
         assert!(build().contains("rustc"), "{}", build());
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        assert!(build().starts_with(profile), "{}", build());
     }
 
     #[test]

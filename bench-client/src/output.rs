@@ -7,14 +7,38 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A value that may be missing; written `NA` (the `notes` column of the row says why).
+/// A value that may be missing; written `NA` in the CSV (the `notes` column of the row says
+/// why) and `null` in `load`'s JSON (see [`with_na_as_null`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Na<T>(pub Option<T>);
+
+thread_local! {
+    /// Set while a JSON document is serialized on this thread: a missing value is `null`.
+    static NA_AS_NULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `serialize` with every missing [`Na`] value written as `null` instead of `"NA"`.
+///
+/// Why a switch and not a second schema: the CSV must keep `NA` (its readers, and the committed
+/// results, expect it) and serde gives a field one way to serialize whatever the format; the
+/// row's seventy fields are declared once. The switch is per thread and reset on return.
+pub fn with_na_as_null<R>(serialize: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NA_AS_NULL.with(|flag| flag.set(false));
+        }
+    }
+    NA_AS_NULL.with(|flag| flag.set(true));
+    let _reset = Reset;
+    serialize()
+}
 
 impl<T: Serialize> Serialize for Na<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             Some(v) => v.serialize(s),
+            None if NA_AS_NULL.with(|flag| flag.get()) => s.serialize_none(),
             None => s.serialize_str("NA"),
         }
     }
@@ -31,11 +55,13 @@ impl<'de, T: std::str::FromStr> Deserialize<'de> for Na<T> {
             Float(f64),
             Text(String),
         }
-        let text = match Raw::deserialize(d)? {
-            Raw::Bool(b) => b.to_string(),
-            Raw::Int(i) => i.to_string(),
-            Raw::Float(f) => f.to_string(),
-            Raw::Text(t) => t,
+        // `null` (JSON) or an empty field (CSV) is missing, as `NA` is.
+        let text = match Option::<Raw>::deserialize(d)? {
+            None => return Ok(Na(None)),
+            Some(Raw::Bool(b)) => b.to_string(),
+            Some(Raw::Int(i)) => i.to_string(),
+            Some(Raw::Float(f)) => f.to_string(),
+            Some(Raw::Text(t)) => t,
         };
         if text == "NA" || text.is_empty() {
             return Ok(Na(None));
@@ -92,7 +118,8 @@ pub struct ResultRow {
     pub run_id: String,
     /// When the row was measured (UTC, ISO 8601).
     pub time: String,
-    /// Short git revision of the working directory, `+dirty` when it had uncommitted changes, or NA.
+    /// Git revision bench-client was built from (`+dirty`: uncommitted changes to the code at
+    /// build time), or NA.
     pub git_rev: String,
     /// How bench-client was built: profile and rustc version.
     pub build: String,
@@ -147,7 +174,8 @@ pub struct ResultRow {
     pub err_reset: u64,
     /// Requests without a whole response within the timeout.
     pub err_timeout: u64,
-    /// Responses with a status other than 200.
+    /// Responses with a status that is not an answer: other than 200 in the suite and the
+    /// gate; outside `--expect-status` (default 2xx and 3xx) for `load`.
     pub err_status: u64,
     /// Responses that are not valid (unparsable, wrong length or raw answer).
     pub err_malformed: u64,
@@ -347,10 +375,7 @@ impl ResultRow {
 /// # Errors
 /// Any I/O error; `path` is then unchanged.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     fs::create_dir_all(dir)?;
     let name = path
         .file_name()
@@ -372,44 +397,80 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// The directory a file goes into (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Checks, before a run, that a file can be written at `path` as [`write_atomic`] writes it: a
+/// file name, and a directory (made if missing) where a file can be created and removed.
+///
+/// # Errors
+/// Why not, in words.
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    if path.file_name().is_none() || path.is_dir() {
+        return Err(io::Error::other("not a file name"));
+    }
+    let dir = parent_dir(path);
+    fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".archbench-probe.{}", std::process::id()));
+    fs::File::create(&probe)?;
+    fs::remove_file(&probe)
+}
+
+/// Checks, before a run, that rows can be appended to the CSV at `path`: none there yet, or one
+/// with this schema's header that ends with a whole line.
+///
+/// # Errors
+/// Why not, in words.
+pub fn check_appendable(path: &Path) -> io::Result<()> {
+    match fs::read_to_string(path) {
+        Ok(existing) => existing_rows_accept(path, &existing),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the CSV `existing` (read from `path`) takes more rows of this schema.
+fn existing_rows_accept(path: &Path, existing: &str) -> io::Result<()> {
+    if existing.is_empty() {
+        return Ok(());
+    }
+    if existing.lines().next() != Some(csv_header().as_str()) {
+        return Err(io::Error::other(format!(
+            "{} has a different header (another schema version?); not appending to it",
+            path.display()
+        )));
+    }
+    if !existing.ends_with('\n') {
+        return Err(io::Error::other(format!(
+            "{} ends mid-line; not appending",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Appends rows to a CSV file, writing the header when the file is new. The file is rewritten
-/// atomically under an exclusive lock, so concurrent runs do not lose rows and a crash leaves
-/// the old file whole.
+/// atomically while its directory is locked (`flock` on the directory itself: concurrent runs
+/// do not lose rows, and no lock file is left behind), and a crash leaves the old file whole.
 ///
 /// # Errors
 /// I/O errors, or an existing file whose header differs (it is left untouched).
 pub fn append_csv(path: &Path, rows: &[ResultRow]) -> io::Result<()> {
-    // A hidden lock file beside the CSV (kept: removing it would race with a waiting writer).
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("path has no file name"))?;
-    let lock_path = path.with_file_name(format!(".{}.lock", name.to_string_lossy()));
-    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
+    if path.file_name().is_none() {
+        return Err(io::Error::other("path has no file name"));
     }
-    let lock_file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+    let dir = parent_dir(path);
+    fs::create_dir_all(dir)?;
+    let dir_handle = fs::File::open(dir)?;
+    let _lock = nix::fcntl::Flock::lock(dir_handle, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| io::Error::from(e))?;
-    let header = csv_header();
     let mut content = match fs::read_to_string(path) {
-        Ok(existing) if existing.is_empty() => String::new(),
         Ok(existing) => {
-            if existing.lines().next() != Some(header.as_str()) {
-                return Err(io::Error::other(format!(
-                    "{} has a different header (another schema version?); not appending to it",
-                    path.display()
-                )));
-            }
-            if !existing.ends_with('\n') {
-                return Err(io::Error::other(format!(
-                    "{} ends mid-line; not appending",
-                    path.display()
-                )));
-            }
+            existing_rows_accept(path, &existing)?;
             existing
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
@@ -458,23 +519,6 @@ pub fn read_csv(path: &Path) -> io::Result<Vec<ResultRow>> {
         .collect()
 }
 
-/// A load run's JSON: the row's fields, and `timeline`, one object per second.
-///
-/// # Errors
-/// If serialization fails.
-pub fn json_with_timeline(
-    row: &ResultRow,
-    timeline: &[crate::timeline::Entry],
-) -> serde_json::Result<String> {
-    #[derive(Serialize)]
-    struct WithTimeline<'a> {
-        #[serde(flatten)]
-        row: &'a ResultRow,
-        timeline: &'a [crate::timeline::Entry],
-    }
-    serde_json::to_string_pretty(&WithTimeline { row, timeline })
-}
-
 /// The summary's line on how req/s varied from second to second (whole seconds only), when
 /// there were at least two.
 pub fn spread_line(timeline: &[crate::timeline::Entry]) -> Option<String> {
@@ -492,8 +536,14 @@ fn fmt_ms(v: Na<f64>) -> String {
     }
 }
 
-/// The human summary of one row.
-pub fn summary(row: &ResultRow, target: &str, open_loop: bool, client_bound: bool) -> String {
+/// The human summary of one row, with the figures the row does not hold.
+pub fn summary(
+    row: &ResultRow,
+    figures: &crate::figures::Figures,
+    target: &str,
+    open_loop: bool,
+    client_bound: bool,
+) -> String {
     let mut s = String::new();
     let load = match (row.requests.0, row.duration_s.0) {
         (Some(n), _) => format!("{n} requests"),
@@ -535,8 +585,10 @@ pub fn summary(row: &ResultRow, target: &str, open_loop: bool, client_bound: boo
     }
     let _ = writeln!(
         s,
-        "latency   mean {}  p50 {}  p90 {}  p99 {}  p99.9 {}  max {} (ms)",
+        "latency   min {}  mean {}  stdev {}  p50 {}  p90 {}  p99 {}  p99.9 {}  max {} (ms)",
+        fmt_ms(figures.lat_min_ms),
         fmt_ms(row.lat_mean_ms),
+        fmt_ms(figures.lat_stdev_ms),
         fmt_ms(row.lat_p50_ms),
         fmt_ms(row.lat_p90_ms),
         fmt_ms(row.lat_p99_ms),
@@ -571,6 +623,7 @@ pub fn summary(row: &ResultRow, target: &str, open_loop: bool, client_bound: boo
             row.err_closed
         );
     }
+    s.push_str(&figures.summary_lines());
     let _ = writeln!(
         s,
         "client    {:.0}% CPU of its {} threads",

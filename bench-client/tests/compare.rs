@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod support;
+
 fn bench_client() -> &'static str {
     env!("CARGO_BIN_EXE_bench-client")
 }
@@ -226,14 +228,9 @@ fn bad_flags_are_usage_errors() {
         &["--pairs", "4"],
         &["--confirm-pairs", "7"],
     ] {
-        let out = Command::new(bench_client())
-            .args(["compare", "--baseline", ".", "--candidate", "."])
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        let mut all = vec!["compare", "--baseline", ".", "--candidate", "."];
+        all.extend_from_slice(args);
+        support::usage_error(&all);
     }
 }
 

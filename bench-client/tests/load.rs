@@ -3,7 +3,8 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bench_client::load::{self, EngineKind, LoadResult};
@@ -30,11 +31,22 @@ fn spec(server: &TestServer, n: u64, c: usize) -> LoadSpec {
         spin: Duration::ZERO,
         source_addrs: 0,
         pipeline: 1,
+        request: bench_client::request::RequestSpec::default(),
     }
 }
 
 fn run(spec: &LoadSpec, engine: EngineKind) -> LoadResult {
-    load::run(spec, engine, false).expect("engine runs")
+    load::run(spec, engine, load::Show::default()).expect("engine runs")
+}
+
+/// The result row of a run, with default labels.
+fn row_of(spec: &LoadSpec, result: &LoadResult) -> bench_client::output::ResultRow {
+    load::row(
+        spec,
+        result,
+        &load::Labels::default(),
+        &bench_client::meta::Machine::describe(),
+    )
 }
 
 /// Open loop: every request the schedule had due is answered, failed, never sent or abandoned,
@@ -98,6 +110,12 @@ fn keep_alive_opens_exactly_c_connections() {
             5,
             "{engine:?}: keep-alive reuses c connections"
         );
+        // Every status tallied, every byte counted (threads merged): each answer is
+        // `HTTP/1.1 200 OK` (17 bytes with its CRLF), `Content-Length: 11` (20), the blank line
+        // (2) and `HelloWorld\n` (11), 50 bytes.
+        let statuses: Vec<_> = result.stats.statuses.iter().collect();
+        assert_eq!(statuses, [(200, 1000)], "{engine:?}");
+        assert_eq!(result.stats.bytes_read, 1000 * 50, "{engine:?}");
     }
 }
 
@@ -241,12 +259,7 @@ fn open_loop_counts_what_a_slow_server_kept_it_from_sending() {
         assert_accounted(s, 98..=101, engine);
         assert!(s.not_sent >= 80, "{engine:?}: {} not sent", s.not_sent);
         assert!(s.abandoned <= 1, "{engine:?}");
-        let row = load::row(
-            &spec,
-            &result,
-            &load::Labels::default(),
-            &bench_client::meta::Machine::describe(),
-        );
+        let row = row_of(&spec, &result);
         assert!(
             row.notes.contains("under 95% of --rate"),
             "{engine:?}: {}",
@@ -552,5 +565,91 @@ fn spec_n_slow(server: &TestServer, n: u64) -> LoadSpec {
     LoadSpec {
         keep_alive: true,
         ..spec(server, n, 1)
+    }
+}
+
+#[test]
+fn client_cpu_is_the_load_threads_own_even_in_a_run_of_a_few_ms() {
+    // A thread of the same process spins flat out beside a run of a few milliseconds: the
+    // process's CPU (RUSAGE_SELF) would be over 100 % of the run and call it client-bound;
+    // the load threads' own clocks say what the client did, which was mostly waiting.
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Delay(Duration::from_millis(5)));
+        let spinning = Arc::new(AtomicBool::new(true));
+        let spinner = {
+            let spinning = Arc::clone(&spinning);
+            std::thread::spawn(move || {
+                while spinning.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let spec = LoadSpec {
+            keep_alive: true,
+            ..spec(&server, 4, 1)
+        };
+        let result = run(&spec, engine);
+        spinning.store(false, Ordering::Relaxed);
+        spinner.join().unwrap();
+        assert_eq!(result.stats.ok, 4, "{engine:?}");
+        assert!(
+            result.elapsed < Duration::from_millis(500),
+            "{engine:?}: a short run, {:?}",
+            result.elapsed
+        );
+        let row = row_of(&spec, &result);
+        assert!(
+            !row.client_bound && row.client_cpu_pct < 50.0,
+            "{engine:?}: {:.1}% of {:?} ({:?} of CPU)",
+            row.client_cpu_pct,
+            result.elapsed,
+            result.client_cpu
+        );
+    }
+}
+
+#[test]
+fn the_preflight_connects_to_the_first_address_that_accepts() {
+    let server = TestServer::start(Behaviour::Hello);
+    let dead: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut target: bench_client::target::Target = server.url().parse().unwrap();
+    target.addrs = vec![dead, server.addr];
+    target.addr = dead;
+    let spec = LoadSpec {
+        target,
+        ..spec(&server, 1, 1)
+    };
+    assert_eq!(load::preflight(&spec), Ok(server.addr));
+    let mut spec = spec;
+    spec.target.addrs = vec![dead];
+    match load::preflight(&spec) {
+        Err(load::Refusal::Unreachable(why)) => {
+            assert!(why.contains(&dead.to_string()), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_http_run_against_a_raw_server_stops_on_its_first_answer() {
+    for engine in ENGINES {
+        let server = TestServer::start(Behaviour::Raw);
+        let spec = LoadSpec {
+            requests: None,
+            duration: Some(Duration::from_secs(20)),
+            ..spec(&server, 0, 4)
+        };
+        let started = std::time::Instant::now();
+        let result = run(&spec, engine);
+        assert!(result.protocol_mismatch, "{engine:?}");
+        assert!(result.partial.is_some(), "{engine:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{engine:?}: {:?}",
+            started.elapsed()
+        );
     }
 }

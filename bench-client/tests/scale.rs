@@ -343,6 +343,20 @@ fn the_memory_guard_stops_a_server_whole() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(guard.finish(), "the guard killed it");
+    // SIGKILL is sent; the process ends a moment later (on a loaded machine, a long one): wait,
+    // boundedly, until it is a zombie, so that `stop` finds it gone rather than racing it.
+    let stat = format!("/proc/{}/stat", running.pid());
+    for _ in 0..500 {
+        let state = std::fs::read_to_string(&stat).unwrap_or_default();
+        if state
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z'))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let exit = running.stop();
     assert!(exit.died_early, "{exit:?}");
     assert_eq!(exit.signal, Some(libc::SIGKILL));

@@ -4,12 +4,15 @@
 //! The rules, in their one place:
 //! - each answer is counted when it arrives; its latency runs from the batch's scheduled time
 //!   (closed loop: its send);
-//! - a whole answer with a status other than 200 is a `status` error, and the batch goes on
+//! - a whole answer with a status outside `--expect-status` is a `status` error, and the batch goes on
 //!   (the framing is intact); the connection is closed after that batch;
 //! - when the connection ends before the batch is answered, every unanswered request is an
 //!   error of what ended it: `closed` after a `Connection: close` answer or an early close,
 //!   `malformed` after an unreadable answer, `reset`, `timeout`, or `connect`;
-//! - bytes after the batch's last answer are an error (`malformed`): none were asked for.
+//! - bytes after the batch's last answer are an error (`malformed`): none were asked for;
+//! - a thread's first answer in the other protocol (raw bytes to an HTTP client, `HTTP/` to a
+//!   raw one) stops the run: every request would fail the same way;
+//! - every answer's status is tallied, and every byte read counted.
 
 use std::time::Instant;
 
@@ -40,9 +43,9 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(raw: bool, now: Instant) -> Self {
+    pub(crate) fn new(reader: ResponseReader, now: Instant) -> Self {
         Batch {
-            reader: ResponseReader::new(raw),
+            reader,
             size: 0,
             answered: 0,
             clean: true,
@@ -78,13 +81,24 @@ impl Batch {
         shared: &Shared,
         now: Instant,
     ) -> Step {
+        stats.bytes_read += bytes.len() as u64;
         loop {
             let (progress, used) = self.reader.feed_one(bytes);
             bytes = &bytes[used..];
             let ok = match progress {
                 Progress::More => return Step::More,
-                Progress::Done { .. } => true,
-                Progress::Failed(Bad::Status(_)) => false,
+                Progress::Done { status, .. } => {
+                    stats.statuses.count(status);
+                    true
+                }
+                Progress::Failed(Bad::Status(status)) => {
+                    stats.statuses.count(status);
+                    false
+                }
+                Progress::Failed(Bad::WrongProtocol) if stats.ok == 0 => {
+                    shared.wrong_protocol();
+                    return self.fail_rest(stats, shared, ErrorClass::Malformed);
+                }
                 Progress::Failed(bad) => return self.fail_rest(stats, shared, bad.into()),
             };
             if self.answered + 1 == self.size && !bytes.is_empty() {
@@ -119,11 +133,15 @@ impl Batch {
     pub(crate) fn eof(&mut self, stats: &mut ThreadStats, shared: &Shared, now: Instant) -> Step {
         match self.reader.eof() {
             Progress::Done { .. } => {
-                // The raw protocol's answer ends with the close.
+                // The raw protocol's answer ends with the close (no status to count).
                 self.answered += 1;
                 stats.record_ok(self.scheduled, self.started, now);
                 shared.finished_ok();
                 Step::Done { keep_alive: false }
+            }
+            Progress::Failed(Bad::WrongProtocol) if stats.ok == 0 => {
+                shared.wrong_protocol();
+                self.fail_rest(stats, shared, ErrorClass::Malformed)
             }
             Progress::Failed(bad) => self.fail_rest(stats, shared, bad.into()),
             Progress::More => self.fail_rest(stats, shared, ErrorClass::Closed),
@@ -174,7 +192,7 @@ mod tests {
 
     fn setup(size: u64) -> (Batch, ThreadStats, Shared) {
         let now = Instant::now();
-        let mut batch = Batch::new(false, now);
+        let mut batch = Batch::new(ResponseReader::new(false), now);
         batch.begin(size, now, now);
         (batch, ThreadStats::new(), Shared::new(&spec(1, 1), now))
     }

@@ -105,7 +105,7 @@ impl<'a> Engine<'a> {
             .map(|global| Slot {
                 stream: None,
                 phase: Phase::Waiting,
-                batch: Batch::new(spec.raw, start),
+                batch: Batch::new(spec.response_reader(), start),
                 sent: 0,
                 // Stagger the schedules so the connections do not fire in step.
                 next_due: start
@@ -115,7 +115,7 @@ impl<'a> Engine<'a> {
                 connected: false,
             })
             .collect();
-        let request = spec.target.request(spec.keep_alive);
+        let request = spec.request_bytes();
         Ok(Engine {
             spec,
             shared,

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::response::Bad;
+use crate::request::{RequestSpec, StatusCounts};
+use crate::response::{Bad, ResponseReader};
 use crate::target::Target;
 use crate::timeline::{Recorder, Second};
 
@@ -54,9 +55,25 @@ pub struct LoadSpec {
     /// (`--pipeline`); 1: no pipelining. Open loop schedules batches (`rate / pipeline` per
     /// second); with `-n`, the last batch takes what is left of the budget.
     pub pipeline: usize,
+    /// What each request sends (method, headers, body) and which statuses count as answers.
+    pub request: RequestSpec,
 }
 
 impl LoadSpec {
+    /// The bytes of one request, built once per run (`Connection: close` without `-k`).
+    pub fn request_bytes(&self) -> Vec<u8> {
+        self.request.bytes(&self.target, self.keep_alive)
+    }
+
+    /// A reader for this run's answers: its protocol, expected statuses and method.
+    pub(crate) fn response_reader(&self) -> ResponseReader {
+        ResponseReader::expecting(
+            self.raw,
+            self.request.expect.clone(),
+            self.request.head_only(),
+        )
+    }
+
     /// The source address for the `k`-th connection a thread opens, if spreading.
     pub(crate) fn source_addr(&self, k: u64) -> Option<SocketAddr> {
         if self.source_addrs == 0 {
@@ -115,7 +132,7 @@ impl From<Bad> for ErrorClass {
     fn from(bad: Bad) -> Self {
         match bad {
             Bad::Status(_) => ErrorClass::Status,
-            Bad::Malformed => ErrorClass::Malformed,
+            Bad::Malformed | Bad::WrongProtocol => ErrorClass::Malformed,
             Bad::EarlyClose => ErrorClass::Closed,
         }
     }
@@ -130,7 +147,7 @@ pub struct ErrorCounts {
     pub reset: u64,
     /// No whole response within the timeout.
     pub timeout: u64,
-    /// A status other than 200.
+    /// A status outside `--expect-status` (default: 2xx and 3xx are answers).
     pub status: u64,
     /// Not a valid response (unparsable, no Content-Length, wrong raw answer, extra bytes).
     pub malformed: u64,
@@ -208,6 +225,13 @@ pub struct ThreadStats {
     pub ports_exhausted: bool,
     /// When the thread finished its last request (merged: the latest of all threads).
     pub ended: Option<Instant>,
+    /// Answers by status code, expected or not (HTTP only).
+    pub statuses: StatusCounts,
+    /// Bytes read from the server (answers, heads included).
+    pub bytes_read: u64,
+    /// CPU time of the load thread (user + system, its own clock) from its start to the end
+    /// of its run (merged: the sum over threads).
+    pub cpu: Duration,
     /// Per-second figures, handed to the run's timeline as each second passes.
     timeline: Option<Recorder>,
 }
@@ -225,6 +249,9 @@ impl ThreadStats {
             connections: 0,
             ports_exhausted: false,
             ended: None,
+            statuses: StatusCounts::default(),
+            bytes_read: 0,
+            cpu: Duration::ZERO,
             timeline: None,
         }
     }
@@ -267,9 +294,11 @@ impl ThreadStats {
         }
     }
 
-    /// The thread is done: notes when, and hands the last second to the timeline.
+    /// The thread is done: notes when and its CPU time so far (the calling thread's), and
+    /// hands the last second to the timeline.
     pub(crate) fn finish(&mut self, ended: Instant) {
         self.ended = Some(ended);
+        self.cpu = thread_cpu_time();
         if let Some(timeline) = &mut self.timeline {
             timeline.flush();
         }
@@ -293,7 +322,20 @@ impl ThreadStats {
         self.connections += other.connections;
         self.ports_exhausted |= other.ports_exhausted;
         self.ended = self.ended.max(other.ended);
+        self.statuses.add(&other.statuses);
+        self.bytes_read += other.bytes_read;
+        self.cpu += other.cpu;
     }
+}
+
+/// CPU time (user + system) the calling thread has used since it started, from its own clock
+/// (`CLOCK_THREAD_CPUTIME_ID`): a load thread reads it at its end, so the client's CPU covers
+/// the engine threads over the run and nothing else in the process (set-up, the main thread,
+/// other threads of a test harness).
+pub fn thread_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// Records a latency, growing the histogram when it is the longest yet.
@@ -327,6 +369,10 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Requests finished (ok or error), for the progress bar.
     pub finished: AtomicU64,
+    /// Requests failed, for the live lines.
+    pub failed: AtomicU64,
+    /// A thread's first answer was in the other protocol: the run stopped at once.
+    pub protocol_mismatch: AtomicBool,
     failed_connects_in_a_row: AtomicU64,
     /// Why the run stopped early, if it did.
     pub partial: Mutex<Option<String>>,
@@ -343,6 +389,8 @@ impl Shared {
             stop_at: spec.duration.map(|d| start + d),
             stop: AtomicBool::new(false),
             finished: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            protocol_mismatch: AtomicBool::new(false),
             failed_connects_in_a_row: AtomicU64::new(0),
             partial: Mutex::new(None),
             timeline: Arc::new(Mutex::new(Vec::new())),
@@ -393,6 +441,14 @@ impl Shared {
 
     pub(crate) fn finished_failed(&self, n: u64) {
         self.finished.fetch_add(n, Ordering::Relaxed);
+        self.failed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A thread's first answer was in the other protocol (raw for an HTTP client, HTTP for a
+    /// raw one): every request would fail the same way, so the run stops at once.
+    pub(crate) fn wrong_protocol(&self) {
+        self.protocol_mismatch.store(true, Ordering::SeqCst);
+        self.stop_early("the target answered in the other protocol");
     }
 }
 
@@ -452,6 +508,7 @@ mod tests {
             spin: Duration::ZERO,
             source_addrs: 0,
             pipeline: 1,
+            request: RequestSpec::default(),
         }
     }
 

@@ -47,11 +47,7 @@ pub fn run_thread(
     let local = tokio::task::LocalSet::new();
     let stats = Rc::new(RefCell::new(ThreadStats::for_thread(shared)));
     let spec = Arc::new(spec.clone());
-    let requests: Rc<[u8]> = spec
-        .target
-        .request(spec.keep_alive)
-        .repeat(spec.batch() as usize)
-        .into();
+    let requests: Rc<[u8]> = spec.request_bytes().repeat(spec.batch() as usize).into();
     for global in spec.slots_of_thread(thread) {
         let first_due = start
             + spec.interval().map_or(Duration::ZERO, |i| {
@@ -69,11 +65,13 @@ pub fn run_thread(
     // Timed like the epoll engine: the run ends with its last request, not with the runtime's
     // teardown below.
     let ended = Instant::now();
+    let cpu = super::thread_cpu_time();
     drop(runtime);
     let stats =
         Rc::try_unwrap(stats).map_err(|_| io::Error::other("tasks outlived the runtime"))?;
     let mut stats = stats.into_inner();
     stats.finish(ended);
+    stats.cpu = cpu; // the run's, without the teardown
     Ok(stats)
 }
 
@@ -99,7 +97,7 @@ async fn slot_task(
         opened: 0,
         buf: vec![0u8; 4096],
     };
-    let mut batch = Batch::new(spec.raw, due);
+    let mut batch = Batch::new(spec.response_reader(), due);
     let request_len = requests.len() / spec.batch() as usize;
     let end = shared.stop_at.map(tokio::time::Instant::from_std);
     loop {

@@ -379,9 +379,7 @@ fn drive(
 ) -> Result<Vec<Segment>, CouldNotMeasure> {
     let sides = [Side::Baseline, Side::Candidate];
     let spec_for = |r: &Running, duration: Duration| LoadSpec {
-        target: format!("{}", r.addr)
-            .parse()
-            .expect("socket address is a target"),
+        target: crate::target::Target::at(r.addr),
         requests: None,
         duration: Some(duration),
         concurrency: cell.concurrency,
@@ -394,6 +392,7 @@ fn drive(
         spin: DEFAULT_SPIN,
         source_addrs: 0,
         pipeline: 1,
+        request: crate::request::RequestSpec::hello(),
     };
     for (side, r) in sides.into_iter().zip(running.iter()) {
         let check = LoadSpec {
@@ -403,7 +402,7 @@ fn drive(
             keep_alive: false,
             ..spec_for(r, Duration::ZERO)
         };
-        match load::run(&check, EngineKind::Epoll, false) {
+        match load::run(&check, EngineKind::Epoll, load::Show::default()) {
             Ok(res) if res.stats.ok == 1 => {}
             Ok(res) => {
                 return Err(CouldNotMeasure(format!(
@@ -414,7 +413,11 @@ fn drive(
             }
             Err(e) => return Err(CouldNotMeasure(format!("{}: {e}", what(side)))),
         }
-        let _ = load::run(&spec_for(r, opts.warmup), EngineKind::Epoll, false);
+        let _ = load::run(
+            &spec_for(r, opts.warmup),
+            EngineKind::Epoll,
+            load::Show::default(),
+        );
         r.pause();
     }
     let ticks = cost::ticks_per_second();
@@ -432,7 +435,11 @@ fn drive(
                 let pid = r.pid();
                 let tree_before = cost::sample_tree(pid, true);
                 let counters_before = r.counters();
-                let res = load::run(&spec_for(r, opts.segment), EngineKind::Epoll, false);
+                let res = load::run(
+                    &spec_for(r, opts.segment),
+                    EngineKind::Epoll,
+                    load::Show::default(),
+                );
                 let counters_after = r.counters();
                 let tree_after = cost::sample_tree(pid, true);
                 r.pause();

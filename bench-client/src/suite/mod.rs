@@ -30,6 +30,7 @@ use crate::engine::DEFAULT_SPIN;
 use crate::load::{self, EngineKind, Labels, LoadResult};
 use crate::meta::{self, Machine};
 use crate::output::{self, Na, ResultRow, Status};
+use crate::target::Target;
 use crate::{stats, LoadSpec};
 use hostile::Adversary;
 use placement::Placement;
@@ -565,7 +566,7 @@ fn load_spec(cell: &CellSpec, opts: &SuiteOptions) -> LoadSpec {
         .duration
         .map(|d| opts.duration.unwrap_or(d * opts.scale as u32));
     LoadSpec {
-        target: "127.0.0.1:1".parse().expect("placeholder target"),
+        target: Target::at(([127, 0, 0, 1], 1).into()),
         requests: if duration.is_some() {
             None
         } else {
@@ -584,6 +585,7 @@ fn load_spec(cell: &CellSpec, opts: &SuiteOptions) -> LoadSpec {
         spin: DEFAULT_SPIN,
         source_addrs: cell.source_addrs,
         pipeline: cell.pipeline,
+        request: crate::request::RequestSpec::hello(),
     }
 }
 
@@ -600,6 +602,7 @@ fn unmeasured(
         stats: crate::engine::ThreadStats::new(),
         elapsed: Duration::ZERO,
         client_cpu: Duration::ZERO,
+        protocol_mismatch: false,
         partial: None,
         timeline: Vec::new(),
     };
@@ -649,10 +652,10 @@ fn measure(
     let guard = cell
         .scale
         .map(|_| running.guard_memory(scale::memory_floor_kb()));
-    let target = format!("{}", running.addr)
-        .parse()
-        .expect("socket address is a target");
-    let spec = LoadSpec { target, ..spec };
+    let spec = LoadSpec {
+        target: Target::at(running.addr),
+        ..spec
+    };
 
     // The check: one request must get the right answer before anything is measured.
     let check = LoadSpec {
@@ -665,7 +668,7 @@ fn measure(
         timeout: Duration::from_secs(5),
         ..spec.clone()
     };
-    let checked = load::run(&check, EngineKind::Epoll, false);
+    let checked = load::run(&check, EngineKind::Epoll, load::Show::default());
     if !matches!(&checked, Ok(r) if r.stats.ok == 1) {
         let exit = running.stop();
         let why = match &checked {
@@ -704,7 +707,7 @@ fn measure(
             ..spec.clone()
         },
     };
-    let _ = load::run(&warm, EngineKind::Epoll, false);
+    let _ = load::run(&warm, EngineKind::Epoll, load::Show::default());
 
     // Scale cells: the tree's memory before the cell's connections open, then the idle
     // connections (idle sweep), held until the end of the window.
@@ -737,7 +740,7 @@ fn measure(
                 cost::pss_tree_kb(pid)
             })
         });
-    let result = load::run(&spec, EngineKind::Epoll, false);
+    let result = load::run(&spec, EngineKind::Epoll, load::Show::default());
     let (window, peak) = measured.close(|| running.counters());
     let steal_after = meta::cpu_jiffies();
     let actions = attack.stop();
@@ -754,8 +757,7 @@ fn measure(
         .map(|(h, step)| h.describe(step.level));
     drop(held);
     // Still standing? One more request must be answered after the load (and the attack).
-    let answered_after =
-        matches!(load::run(&check, EngineKind::Epoll, false), Ok(r) if r.stats.ok == 1);
+    let answered_after = matches!(load::run(&check, EngineKind::Epoll, load::Show::default()), Ok(r) if r.stats.ok == 1);
     let out_of_memory = guard.is_some_and(server::MemoryGuard::finish);
     let exit = running.stop();
     let result = match result {

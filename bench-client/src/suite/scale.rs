@@ -511,7 +511,11 @@ pub fn hold_idle(
                         started as u64,
                         Opening {
                             stream,
-                            reader: ResponseReader::new(false),
+                            reader: ResponseReader::expecting(
+                                false,
+                                crate::request::RequestSpec::hello().expect,
+                                false,
+                            ),
                             connected: false,
                         },
                     );
@@ -593,7 +597,9 @@ fn advance(
             Ok(0) => return Some(Outcome::Closed),
             Ok(n) => match conn.reader.feed(&scratch[..n]) {
                 Progress::More => {}
-                Progress::Done { keep_alive: true } => return Some(Outcome::Held),
+                Progress::Done {
+                    keep_alive: true, ..
+                } => return Some(Outcome::Held),
                 _ => return Some(Outcome::Closed),
             },
             Err(e) if e.kind() == ErrorKind::WouldBlock => {

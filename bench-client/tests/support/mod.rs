@@ -22,7 +22,7 @@ pub enum Behaviour {
     ResetMidResponse,
     /// Half a response, then a clean close.
     EarlyClose,
-    /// Bytes that are not HTTP.
+    /// A head that starts as HTTP and is not.
     Garbage,
     /// Never answer.
     Stall,
@@ -162,7 +162,9 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, c: &Counters, gate: &Mutex
                 Err(())
             }
             Behaviour::Garbage => {
-                let _ = stream.write_all(b"SSH-2.0-OpenSSH\r\n\r\n");
+                // An HTTP-looking start, then nonsense: a bad answer, not the other protocol
+                // (which stops the run: see `a_raw_server_is_refused_on_its_first_answer`).
+                let _ = stream.write_all(b"HTTP/1.1 2xx garbage\r\n\r\n");
                 Err(())
             }
             Behaviour::Stall => {
@@ -246,15 +248,23 @@ pub fn script(dir: &std::path::Path, name: &str, body: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// Runs bench-client with `args`, which must be a usage error: exit code 2 and one line on
-/// stderr, returned.
+/// Runs bench-client with `args`, which must be a usage error: exit code 2, and on stderr
+/// either clap's whole message (a malformed command line: it names the argument and ends with
+/// its pointer to --help) or one line of ours (a check after parsing). Returns stderr.
 pub fn usage_error(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench-client"))
         .args(args)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{args:?}");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    let from_clap = stderr
+        .trim_end()
+        .ends_with("For more information, try '--help'.");
+    if !from_clap {
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.trim_end().ends_with("(see --help)"), "{stderr}");
+    }
     stderr
 }

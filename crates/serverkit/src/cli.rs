@@ -145,15 +145,23 @@ pub fn exit_usage(e: clap::Error) -> ! {
     }
 }
 
-/// Parses a duration with a unit: `250us`, `100ms`, `1.5s`, `2m` (also `ns`, `µs`).
+/// Parses a duration with a unit: `250us`, `100ms`, `1.5s`, `2m` (also `ns`, `µs`, `h`).
 ///
 /// # Errors
 /// A missing number, a missing or unknown unit, a negative value, or one over an hour.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_up_to(text, Duration::from_secs(3600))
+}
+
+/// [`parse_duration`] with another upper bound (a load generator's soak run lasts days).
+///
+/// # Errors
+/// A missing number, a missing or unknown unit, a negative value, or one over `max`.
+pub fn parse_duration_up_to(text: &str, max: Duration) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("'{text}' has no unit (use ns, us, ms, s or m)"))?;
+        .ok_or_else(|| format!("'{text}' has no unit (use ns, us, ms, s, m or h)"))?;
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
@@ -164,15 +172,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => 1e-3,
         "s" => 1.0,
         "m" => 60.0,
+        "h" => 3600.0,
         _ => {
             return Err(format!(
-                "'{text}' has unknown unit '{unit}' (use ns, us, ms, s or m)"
+                "'{text}' has unknown unit '{unit}' (use ns, us, ms, s, m or h)"
             ))
         }
     };
     let secs = value * scale;
-    if !(0.0..=3600.0).contains(&secs) {
-        return Err(format!("'{text}' is out of range (0 to 1 hour)"));
+    if !(0.0..=max.as_secs_f64()).contains(&secs) {
+        let hours = max.as_secs_f64() / 3600.0;
+        let bound = if hours == 1.0 {
+            "1 hour".to_string()
+        } else {
+            format!("{hours} hours")
+        };
+        return Err(format!("'{text}' is out of range (0 to {bound})"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -194,7 +209,16 @@ mod tests {
     fn durations_without_unit_or_number_are_refused() {
         assert!(parse_duration("100").unwrap_err().contains("no unit"));
         assert!(parse_duration("ms").unwrap_err().contains("number"));
-        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5h").unwrap_err().contains("out of range"));
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(
+            parse_duration_up_to("48h", week),
+            Ok(Duration::from_secs(48 * 3600))
+        );
+        assert!(parse_duration_up_to("169h", week)
+            .unwrap_err()
+            .contains("0 to 168 hours"));
         assert!(parse_duration("5000s")
             .unwrap_err()
             .contains("out of range"));
