@@ -501,7 +501,9 @@ fn udp_load(args: &LoadArgs) -> ExitCode {
         duration: args
             .duration
             .or(args.requests.is_none().then_some(Duration::from_secs(10))),
-        concurrency: args.concurrency.map_or(DEFAULT_CONCURRENCY as usize, |c| c as usize),
+        concurrency: args
+            .concurrency
+            .map_or(DEFAULT_CONCURRENCY as usize, |c| c as usize),
         rate: args.rate,
         timeout: args.timeout,
     };
