@@ -301,16 +301,23 @@ pub fn bad_flags_exit_2_with_one_line(bin: &str, _: Model) {
         &["--workload", "sleep:1s"],
         &["--workload", "delay:5"],
     ] {
-        let output = crate::server::command(bin, args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
-        assert!(output.stdout.is_empty());
+        assert_usage_error(bin, args);
     }
+}
+
+/// `bin` with `args` exits 2 with one line on stderr (`error: ...`) and nothing on stdout (no
+/// ready line: it bound nothing); returns the line.
+fn assert_usage_error(bin: &str, args: &[&str]) -> String {
+    let output = crate::server::command(bin, args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+    assert!(output.stdout.is_empty(), "{args:?}: it printed on stdout");
+    stderr
 }
 
 /// `--transport udp`: a model that serves it answers a datagram (its own checks are in
@@ -326,18 +333,8 @@ pub fn transport_udp_is_served_or_refused(bin: &str, _: Model) {
         assert_eq!(answer.as_deref(), Some(crate::udp::ANSWER));
         return;
     }
-    let output = crate::server::command(bin, &["--transport", "udp"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("error:") && stderr.contains("udp"),
-        "{stderr}"
-    );
-    assert!(output.stdout.is_empty(), "it announced a listener");
+    let line = assert_usage_error(bin, &["--transport", "udp"]);
+    assert!(line.contains("udp"), "{line}");
 }
 
 /// Half a request head, then silence: the server answers `408` after the read timeout, and

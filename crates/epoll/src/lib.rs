@@ -55,7 +55,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use serverkit::date::DateCache;
 use serverkit::listener::TICK;
-use serverkit::nonblocking::{self, Conns, Step, Waiting};
+use serverkit::nonblocking::{self, Conns, DeadlineEntry, Step, Waiting};
 use serverkit::timers::{Deadlines, Timers};
 use serverkit::{shutdown, ServerConfig};
 
@@ -101,6 +101,12 @@ struct Watch {
     interest: Option<EpollFlags>,
     /// When its entry in `deadlines` comes due (`None`: it has none).
     due: Option<Instant>,
+}
+
+impl DeadlineEntry for Watch {
+    fn due(&mut self) -> &mut Option<Instant> {
+        &mut self.due
+    }
 }
 
 impl EventLoop {
@@ -222,18 +228,12 @@ impl EventLoop {
             Step::Close => return self.close(token),
             Step::Readable | Step::Writable => {}
         }
+        // One entry per connection in the deadline heap, at its earliest deadline.
+        self.conns
+            .note_deadline(token, deadline, &mut self.deadlines);
         let Some(conn) = self.conns.get(token) else {
             return;
         };
-        // A deadline earlier than its entry in the heap (a new connection; the read timeout
-        // of a request begun while idle) needs an entry of its own; a later one (the next
-        // idle wait of a kept-alive connection) waits for the old entry to come due.
-        if let Some(deadline) = deadline {
-            if conn.watch.due.is_none_or(|due| deadline < due) {
-                self.deadlines.add(deadline, token);
-                conn.watch.due = Some(deadline);
-            }
-        }
         let wanted = match conn.waiting {
             Waiting::Readable => EpollFlags::EPOLLIN,
             Waiting::Writable => EpollFlags::EPOLLOUT,
@@ -258,24 +258,14 @@ impl EventLoop {
     fn on_timer(&mut self, now: Instant) {
         self.timers.fired();
         while let Some(token) = self.timers.pop_due(now) {
-            if let Some(conn) = self.conns.get(token) {
-                conn.http.worked();
+            if self.conns.delay_ended(token) {
                 self.drive(token, now);
             }
         }
         // The connections whose deadline entry came due: each one closes, answers 408, or
         // (its deadline moved on since the entry was made) gets an entry at the new one.
-        while let Some(token) = self.deadlines.pop_due(now) {
-            let Some(conn) = self.conns.get(token) else {
-                continue; // closed since: its entry was left behind
-            };
-            if conn.watch.due.is_some_and(|due| due > now) {
-                continue; // an older entry: the connection has a later one
-            }
-            conn.watch.due = None;
-            if conn.waiting != Waiting::Timer {
-                self.drive(token, now);
-            }
+        while let Some(token) = self.conns.next_due(&mut self.deadlines, now) {
+            self.drive(token, now);
         }
         if self.retry_listener.is_some_and(|at| now >= at) {
             self.retry_listener = None;
@@ -325,12 +315,7 @@ impl EventLoop {
         // Closing the descriptor also takes it out of the epoll set.
         self.conns.close(token);
         self.pause_listener(false);
-        // A closed connection's deadline entry stays until it comes due; once they outnumber
-        // the open connections, drop them all (O(entries), at most once per as many closes).
-        if self.deadlines.len() > 2 * self.conns.open() + 1024 {
-            let conns = &mut self.conns;
-            self.deadlines.retain(|token| conns.get(token).is_some());
-        }
+        self.conns.prune_deadlines(&mut self.deadlines);
     }
 }
 

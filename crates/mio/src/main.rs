@@ -45,7 +45,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use serverkit::date::DateCache;
 use serverkit::listener::TICK;
-use serverkit::nonblocking::{Conns, Got, Step, Waiting};
+use serverkit::nonblocking::{Conns, DeadlineEntry, Got, Step, Waiting};
 use serverkit::timers::{Deadlines, Timers};
 use serverkit::{listener, shutdown, ServerArgs, ServerConfig};
 
@@ -108,6 +108,12 @@ struct Watch {
     interest: Option<Interest>,
     /// When its entry in `deadlines` comes due (`None`: it has none).
     due: Option<Instant>,
+}
+
+impl DeadlineEntry for Watch {
+    fn due(&mut self) -> &mut Option<Instant> {
+        &mut self.due
+    }
 }
 
 impl EventLoop {
@@ -238,15 +244,11 @@ impl EventLoop {
             Step::Close => return self.close(token),
             Step::Readable | Step::Writable => {}
         }
+        self.conns
+            .note_deadline(token, deadline, &mut self.deadlines);
         let Some(conn) = self.conns.get(token) else {
             return;
         };
-        if let Some(deadline) = deadline {
-            if conn.watch.due.is_none_or(|due| deadline < due) {
-                self.deadlines.add(deadline, token);
-                conn.watch.due = Some(deadline);
-            }
-        }
         let wanted = match conn.waiting {
             Waiting::Readable => Some(Interest::READABLE),
             Waiting::Writable => Some(Interest::WRITABLE),
@@ -274,22 +276,12 @@ impl EventLoop {
     fn on_timer(&mut self, now: Instant) {
         self.timers.fired();
         while let Some(token) = self.timers.pop_due(now) {
-            if let Some(conn) = self.conns.get(token) {
-                conn.http.worked();
+            if self.conns.delay_ended(token) {
                 self.drive(token, now);
             }
         }
-        while let Some(token) = self.deadlines.pop_due(now) {
-            let Some(conn) = self.conns.get(token) else {
-                continue; // closed since: its entry was left behind
-            };
-            if conn.watch.due.is_some_and(|due| due > now) {
-                continue; // an older entry: the connection has a later one
-            }
-            conn.watch.due = None;
-            if conn.waiting != Waiting::Timer {
-                self.drive(token, now);
-            }
+        while let Some(token) = self.conns.next_due(&mut self.deadlines, now) {
+            self.drive(token, now);
         }
         if self.retry_listener.is_some_and(|at| now >= at) {
             self.retry_listener = None;
@@ -332,9 +324,6 @@ impl EventLoop {
         // Dropping mio's socket closes the descriptor, which takes it out of the epoll set.
         self.conns.close(token);
         self.pause_listener(false);
-        if self.deadlines.len() > 2 * self.conns.open() + 1024 {
-            let conns = &mut self.conns;
-            self.deadlines.retain(|token| conns.get(token).is_some());
-        }
+        self.conns.prune_deadlines(&mut self.deadlines);
     }
 }

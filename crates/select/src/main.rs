@@ -300,8 +300,7 @@ impl EventLoop {
     fn on_timer(&mut self, now: Instant) {
         self.timers.fired();
         while let Some(token) = self.timers.pop_due(now) {
-            if let Some(conn) = self.conns.get(token) {
-                conn.http.worked();
+            if self.conns.delay_ended(token) {
                 self.drive(token, now);
             }
         }

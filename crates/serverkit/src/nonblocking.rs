@@ -32,6 +32,7 @@ use crate::buffers::BufferPool;
 use crate::cli::ServerConfig;
 use crate::connection::{Action, Connection};
 use crate::date::DateCache;
+use crate::timers::Deadlines;
 use crate::workload::{burn_cpu, Workload};
 
 /// What a connection waits for between two turns of a loop.
@@ -219,6 +220,77 @@ impl<W, S: Read + Write + AsFd> Conns<W, S> {
         conn.http.give_back(&mut self.pool);
         self.open -= 1;
         Some(conn.watch)
+    }
+}
+
+/// What a loop that keeps its connections' read, idle and write deadlines in a [`Deadlines`]
+/// heap (epoll, mio) keeps beside each connection: when its entry there comes due.
+pub trait DeadlineEntry {
+    /// When the connection's entry in the heap comes due (`None`: it has none).
+    fn due(&mut self) -> &mut Option<Instant>;
+}
+
+/// The deadline heap of an event loop: at most one live entry per connection, at the deadline
+/// its watch notes ([`DeadlineEntry`]); a timer wake-up visits only the entries come due.
+impl<W: DeadlineEntry, S: Read + Write + AsFd> Conns<W, S> {
+    /// After [`advance_to_deadline`](Self::advance_to_deadline): gives the connection an entry
+    /// at `deadline` if it has none that early. A deadline earlier than its entry (a new
+    /// connection; the read timeout of a request begun while idle) needs an entry of its own;
+    /// a later one (the next idle wait of a kept-alive connection) waits for the old entry to
+    /// come due.
+    pub fn note_deadline(&mut self, token: u64, deadline: Option<Instant>, heap: &mut Deadlines) {
+        let (Some(deadline), Some(conn)) = (deadline, self.get(token)) else {
+            return;
+        };
+        let due = conn.watch.due();
+        if due.is_none_or(|due| deadline < due) {
+            heap.add(deadline, token);
+            *due = Some(deadline);
+        }
+    }
+
+    /// The next connection whose entry came due by `now` and that waits on its socket: the
+    /// loop advances it (it closes, answers 408, or gets an entry at its new deadline).
+    /// Entries of closed connections, and older entries of connections that have a later one,
+    /// are dropped on the way.
+    pub fn next_due(&mut self, heap: &mut Deadlines, now: Instant) -> Option<u64> {
+        while let Some(token) = heap.pop_due(now) {
+            let Some(conn) = self.get(token) else {
+                continue; // closed since: its entry was left behind
+            };
+            let due = conn.watch.due();
+            if due.is_some_and(|due| due > now) {
+                continue; // an older entry: the connection has a later one
+            }
+            *due = None;
+            if conn.waiting != Waiting::Timer {
+                return Some(token);
+            }
+        }
+        None
+    }
+
+    /// After a close: a closed connection's entry stays until it comes due; once they
+    /// outnumber the open connections, drop them all (O(entries), at most once per as many
+    /// closes).
+    pub fn prune_deadlines(&mut self, heap: &mut Deadlines) {
+        if heap.len() > 2 * self.open + 1024 {
+            let slots = &mut self.slots;
+            heap.retain(|token| find(slots, token).is_some());
+        }
+    }
+}
+
+impl<W, S: Read + Write + AsFd> Conns<W, S> {
+    /// The `delay` timer of the connection behind `token` fired: reports the cost paid
+    /// ([`Connection::worked`]). False for a token that finds no connection (closed since);
+    /// otherwise the loop advances it.
+    pub fn delay_ended(&mut self, token: u64) -> bool {
+        let Some(conn) = self.get(token) else {
+            return false;
+        };
+        conn.http.worked();
+        true
     }
 }
 
@@ -507,6 +579,34 @@ mod tests {
         while !conns.read(token, Instant::now()).unwrap() {
             assert!(start.elapsed() < Duration::from_secs(5), "nothing arrived");
         }
+    }
+
+    /// An edge-triggered loop reads again while a read fills the buffer: `read_edge` says
+    /// `Full` then, `Short` for the rest, `Nothing` once drained, `End` after the peer's FIN.
+    #[test]
+    fn a_read_says_whether_the_socket_may_hold_more() {
+        let (_listener, mut client, mut conns, token) = table_of_one();
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.resize(20_000, b'a');
+        client.write_all(&head).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // loopback: all of it has arrived
+        let mut got = Vec::new();
+        loop {
+            let read = conns.read_edge(token, Instant::now()).unwrap();
+            got.push(read);
+            if read == Got::End || got.len() > 100 {
+                break;
+            }
+            // Make room as the loop would: the connection's buffer is read from, not kept.
+            if let Some((conn, pool)) = conns.get_with_pool(token) {
+                conn.http.give_back(pool);
+                conn.http = Connection::pooled(ServerConfig::default(), Instant::now());
+            }
+        }
+        assert_eq!(got.first(), Some(&Got::Full), "{got:?}");
+        assert!(got.contains(&Got::Short), "{got:?}");
+        assert_eq!(got.last(), Some(&Got::End), "{got:?}");
     }
 
     /// Sends `bytes` from `client`, then lets the connection read and advance until it waits
