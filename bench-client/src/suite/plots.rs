@@ -22,8 +22,9 @@ pub const LINE_HEIGHT: u32 = 480;
 /// A distinct colour per server: its place in the suite's list of servers.
 fn colour_of(name: &str) -> RGBColor {
     // Okabe-Ito's colour-blind-friendly eight first, then Tol's; epoll (the reference of
-    // the ratios) in near-black. One per server of the suite, in its order.
-    const PALETTE: [RGBColor; 18] = [
+    // the ratios) in near-black. One per server of the suite, in its order (mio, the latest,
+    // last: Tol's sand).
+    const PALETTE: [RGBColor; 19] = [
         RGBColor(0, 114, 178),
         RGBColor(230, 159, 0),
         RGBColor(0, 158, 115),
@@ -42,6 +43,7 @@ fn colour_of(name: &str) -> RGBColor {
         RGBColor(204, 102, 119),
         RGBColor(102, 51, 0),
         RGBColor(136, 204, 238),
+        RGBColor(221, 204, 119),
     ];
     let index = super::servers()
         .iter()
