@@ -332,6 +332,10 @@ mod tests {
         server: ServerArgs,
     }
 
+    /// Held by every test here: they run in parallel threads of one process, which share its
+    /// descriptor table, and one of them needs the descriptor it frees to be the next one given.
+    static DESCRIPTORS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Accepts what is queued on the listener (the connect may take a moment to land).
     fn accept_one(event_loop: &mut EventLoop) -> u64 {
         let open = event_loop.conns.open();
@@ -349,6 +353,7 @@ mod tests {
 
     #[test]
     fn an_event_for_a_closed_connection_never_reaches_the_next_on_its_descriptor() {
+        let _alone = DESCRIPTORS.lock().unwrap_or_else(|e| e.into_inner());
         let cli = Cli::parse_from(["server-epoll"]);
         let listener = listener::bind(&cli.server).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -376,6 +381,7 @@ mod tests {
 
     #[test]
     fn deadlines_are_one_heap_entry_per_connection_visited_when_due() {
+        let _alone = DESCRIPTORS.lock().unwrap_or_else(|e| e.into_inner());
         use std::io::Write;
         let cli = Cli::parse_from([
             "server-epoll",
